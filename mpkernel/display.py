@@ -1,0 +1,74 @@
+"""What the user sees: progress lines and the formatting shared by magics and the kernel.
+
+IOPub messages themselves are sent by the kernel; this module only builds their content so it
+can be unit-tested without a kernel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Progress(Protocol):
+    """A transfer's progress: `update(done)` as bytes move, `close(summary)` once at the end."""
+
+    def update(self, done: int) -> None: ...
+
+    def close(self, summary: str = "") -> None: ...
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def progress_text(label: str, done: int, total: int, elapsed: float) -> str:
+    """One line: label, bytes done/total, percent, rate and ETA."""
+    pct = 100.0 * done / total if total else 100.0
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else 0.0
+    return (
+        f"{label}: {human_bytes(done)} / {human_bytes(total)} ({pct:3.0f}%)"
+        f"  {human_bytes(rate)}/s  ETA {eta:4.1f} s"
+    )
+
+
+class TextProgress:
+    """A single updating text line, redrawn with a carriage return at most `hz` times a second.
+
+    Jupyter frontends and terminals both overwrite a stream line on `\\r`, so a long transfer
+    shows one line rather than hundreds.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        write: Callable[[str], None],
+        hz: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self.total = total
+        self._write = write
+        self._clock = clock
+        self._start = clock()
+        self._min_gap = 1.0 / hz
+        self._last_draw = -1e9
+        self.done = 0
+
+    def update(self, done: int) -> None:
+        self.done = done
+        now = self._clock()
+        if now - self._last_draw >= self._min_gap or done >= self.total:
+            self._last_draw = now
+            self._write("\r" + progress_text(self.label, done, self.total, now - self._start))
+
+    def close(self, summary: str = "") -> None:
+        self._write("\r" + (summary or progress_text(
+            self.label, self.done, self.total, self._clock() - self._start)) + "\n")
