@@ -1,0 +1,699 @@
+"""A fault-injecting relay between the kernel and the emulated micro:bit.
+
+The relay holds QEMU's UART pty open for its whole life, so the board's output is never dropped
+and QEMU's "reader appeared" delay is paid once, and serves the host side through a front end
+that can be pulled and plugged back in:
+
+- ``front="pty"``: a fresh pty pair behind a stable symlink (``<dir>/ttyACM0``). No modem lines,
+  like the bare QEMU pty. Unplug closes the master and removes the symlink. What the kernel
+  sees then (measured, pyserial 3.5): ``read()`` raises ``SerialException("device reports
+  readiness to read but returned no data (device disconnected or multiple access on port?)")``
+  and ``write()`` raises ``SerialException("write failed: [Errno 5] Input/output error")``;
+  opening the vanished path raises ``SerialException`` (errno 2).
+- ``front="rfc2217"``: a one-client RFC 2217 server on 127.0.0.1, opened as
+  ``rfc2217://127.0.0.1:PORT``. It carries DTR/RTS, wired like the ESP32 auto-reset circuit:
+  EN is low while RTS is asserted and DTR is not. EN low pauses the VM (held in reset, input
+  dropped); EN rising resets it (``system_reset``) and resumes it. Unplug drops the connection
+  and stops listening. The kernel then sees (measured): the first ``read()`` returns ``b""``
+  (pyserial's reader thread saw EOF), later reads raise ``SerialException("connection failed
+  (reader thread died)")``; ``write()`` raises ``SerialException("connection failed (socket
+  error): [Errno 32] Broken pipe")`` (the first write after the drop may still succeed);
+  opening raises ``SerialException("Could not open port ...: [Errno 111] Connection refused")``.
+
+Both directions pass through a `_Pipe`: an optional line rate (bytes/s, 115200 baud = 11,520)
+and a one-way latency; order is kept. Faults: `unplug`/`replug`, `reset_board`,
+`reset_after_bytes`/`reset_when`, `inject_to_host`/`inject_to_board`. Every delivered chunk and
+event goes to a bounded traffic log (`log_text()`) for debugging failed tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import shutil
+import socket
+import tempfile
+import termios
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Protocol
+
+from serial.rfc2217 import PortManager
+from serial.tools.list_ports_common import ListPortInfo
+
+TO_HOST = "to_host"
+TO_BOARD = "to_board"
+BAUD_115200 = 11_520  # bytes/s: 115200 baud, 8N1 = 10 bits per byte
+USB_SERIAL_LATENCY = 0.004  # s, one way, a typical CP210x/CH340 bridge
+FTDI_LATENCY = 0.016  # s, an FTDI bridge's default latency timer
+
+# Stale, half-finished REPL exchanges, as left by a previous client that died mid-cell.
+STALE_RAW_OUTPUT = b"OK12345\r\nprint('from a cell that never fin"  # to host: no \x04, no '>'
+STALE_HALF_CELL = b"\r\x03\x01for i in range(3):\n    print(i"  # to board: raw mode, half a cell
+
+
+class BoardLike(Protocol):
+    """What the relay needs from the board: `mpkernel.sim.Simulator` fits."""
+
+    pty_path: str
+
+    def monitor(self, command: str, timeout: float = ...) -> str: ...
+
+
+@dataclass
+class FakeUsbIdentity:
+    """The USB identity a real board's port would carry, so reattach-by-identity is testable."""
+
+    vid: int = 0x10C4  # Silicon Labs CP210x, the usual ESP32 dev-board bridge
+    pid: int = 0xEA60
+    serial_number: str = "MPK-SIM-0001"
+    description: str = "CP2102 USB to UART Bridge Controller"
+    manufacturer: str = "Silicon Labs"
+
+
+@dataclass
+class Trigger:
+    """A one-shot board reset armed on the traffic; `fired` is set when it went off."""
+
+    direction: str | None
+    remaining: int | None = None  # bytes still to pass before firing (reset_after_bytes)
+    predicate: Callable[[str, bytes], bool] | None = None
+    seen: bytearray = field(default_factory=bytearray)  # traffic since arming (predicate)
+    fired: threading.Event = field(default_factory=threading.Event)
+    fired_at: float = 0.0
+
+
+class _Pipe:
+    """One direction: schedules chunks by line rate and latency, delivers them in a thread."""
+
+    SLICE_SECONDS = 0.002  # pace a throttled stream in ~2 ms slices so short windows are smooth
+
+    def __init__(self, name: str, deliver: Callable[[bytes], None]) -> None:
+        self.name = name
+        self.rate: float | None = None
+        self.latency = 0.0
+        self._deliver = deliver
+        self._queue: collections.deque[tuple[float, float, bytes]] = collections.deque()
+        self._cond = threading.Condition()
+        self._line_free = 0.0  # when the simulated wire finishes sending what is queued
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"relay-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._cond:
+            now = time.monotonic()
+            if self.rate:
+                step = max(1, int(self.rate * self.SLICE_SECONDS))
+                start = max(now, self._line_free)
+                for i in range(0, len(data), step):
+                    piece = data[i : i + step]
+                    start += len(piece) / self.rate
+                    self._queue.append((start, start + self.latency, piece))
+                self._line_free = start
+            else:
+                self._queue.append((now, now + self.latency, data))
+            self._cond.notify()
+
+    def clear(self) -> int:
+        """Drop everything in flight (the cable was pulled); return how many bytes."""
+        with self._cond:
+            dropped = sum(len(p) for _, _, p in self._queue)
+            self._queue.clear()
+            self._line_free = 0.0
+        return dropped
+
+    def discard_untransmitted(self) -> int:
+        """Drop bytes not yet on the wire: a rate-limited real board never printed them."""
+        with self._cond:
+            now = time.monotonic()
+            keep = [item for item in self._queue if item[0] <= now]
+            dropped = sum(len(p) for _, _, p in self._queue) - sum(len(p) for _, _, p in keep)
+            self._queue = collections.deque(keep)
+            self._line_free = min(self._line_free, now)
+        return dropped
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping:
+                    if self._queue:
+                        wait = self._queue[0][1] - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)  # a latency queue waits until the head is due
+                    else:
+                        self._cond.wait()
+                if self._stopping:
+                    return
+                # Coalesce everything already due into one write: fewer syscalls, same order.
+                now = time.monotonic()
+                parts = []
+                while self._queue and self._queue[0][1] <= now:
+                    parts.append(self._queue.popleft()[2])
+            self._deliver(b"".join(parts))
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+
+class _PtyFront:
+    """A pty pair behind a symlink; the kernel opens the link, the relay holds the master."""
+
+    def __init__(self, link: Path) -> None:
+        self.master, self._slave = os.openpty()
+        # Holding the slave ourselves keeps the master from hitting EIO whenever the kernel has
+        # the port closed; raw mode stops the line discipline echoing what the board prints.
+        tty.setraw(self._slave)
+        os.set_blocking(self.master, False)
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.ttyname(self._slave))
+        self.link, self.url, self.closed = link, str(link), False
+
+    def read_fds(self) -> list[int]:
+        return [self.master]
+
+    def read(self, fd: int) -> bytes:
+        try:
+            return os.read(self.master, 4096)
+        except OSError:  # BlockingIOError on a spurious wake-up; EIO would mean a hang-up
+            return b""
+
+    def write(self, data: bytes) -> bool:
+        return not self.closed and _write_all(self.master, data, lambda: self.closed)
+
+    def close(self) -> None:
+        self.closed = True
+        self.link.unlink(missing_ok=True)
+        os.close(self.master)  # the kernel's slave fd is hung up: the cable is out
+        os.close(self._slave)
+
+
+class _ModemLines:
+    """The 'serial port' PortManager drives: settings are stored, DTR/RTS changes reported."""
+
+    def __init__(self, changed: Callable[[], None], purge: Callable[[], None]) -> None:
+        self.baudrate, self.bytesize, self.parity, self.stopbits = 115200, 8, "N", 1
+        self.xonxoff = self.rtscts = self.break_condition = False
+        self.cts = self.dsr = self.ri = self.cd = False  # a bare bridge: no inputs asserted
+        self._dtr = self._rts = False
+        self._changed, self.reset_input_buffer = changed, purge
+
+    def reset_output_buffer(self) -> None:
+        """Nothing is buffered on the way to the board beyond the pipe; keep it."""
+
+    @property
+    def dtr(self) -> bool:
+        return self._dtr
+
+    @dtr.setter
+    def dtr(self, value: bool) -> None:
+        self._dtr = bool(value)
+        self._changed()
+
+    @property
+    def rts(self) -> bool:
+        return self._rts
+
+    @rts.setter
+    def rts(self, value: bool) -> None:
+        self._rts = bool(value)
+        self._changed()
+
+
+class _Rfc2217Front:
+    """A one-client RFC 2217 server; DTR/RTS drive EN like an ESP32 dev board's bridge."""
+
+    def __init__(
+        self, port: int, on_en: Callable[[bool, bool, bool], None], on_purge: Callable[[], None]
+    ) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port))  # SO_REUSEADDR on POSIX
+        self.port = self._listener.getsockname()[1]
+        self.url = f"rfc2217://127.0.0.1:{self.port}"
+        self._on_en, self._on_purge = on_en, on_purge
+        self._conn: socket.socket | None = None
+        self._manager: PortManager | None = None
+        self._lines = _ModemLines(self._lines_changed, on_purge)
+        self._send_lock = threading.Lock()
+        self.closed = False
+
+    def read_fds(self) -> list[socket.socket]:
+        return [self._listener] + ([self._conn] if self._conn is not None else [])
+
+    def read(self, fd: socket.socket) -> bytes:
+        if fd is self._listener:
+            conn, _ = self._listener.accept()
+            if self._conn is not None:
+                conn.close()  # one client at a time, like a serial port opened exclusively
+                return b""
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # latency is ours
+            conn.settimeout(2.0)
+            self._conn = conn
+            self._lines = _ModemLines(self._lines_changed, self._on_purge)
+            # PortManager answers telnet/RFC 2217 requests through .write, unescaped.
+            self._manager = PortManager(self._lines, SimpleNamespace(write=self._send))
+            return b""
+        try:
+            data = fd.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_client()
+            return b""
+        assert self._manager is not None
+        return b"".join(self._manager.filter(data))
+
+    def _drop_client(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        # Closing a real port drops DTR and RTS together, which leaves EN high.
+        self._lines._dtr = self._lines._rts = False
+        self._lines_changed()
+
+    def _lines_changed(self) -> None:
+        lines = self._lines
+        self._on_en(lines.rts and not lines.dtr, lines.dtr, lines.rts)
+
+    def write(self, data: bytes) -> bool:
+        """The data path: telnet-escape the board's bytes for the client."""
+        return self._send(data.replace(b"\xff", b"\xff\xff"))
+
+    def _send(self, raw: bytes) -> bool:
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            with self._send_lock:
+                conn.sendall(raw)
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.closed = True
+        self._listener.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+_Front = _PtyFront | _Rfc2217Front
+
+
+class Relay:
+    """The emulated board behind a pluggable, throttled, fault-injecting front end."""
+
+    LOG_ENTRIES = 4000
+
+    def __init__(
+        self,
+        board: BoardLike,
+        front: str = "pty",
+        name: str | None = None,
+        identity: FakeUsbIdentity | None = None,
+        rate: float | None = None,
+        latency: float = 0.0,
+        directory: str | None = None,
+    ) -> None:
+        if front not in ("pty", "rfc2217"):
+            raise ValueError(f"front must be 'pty' or 'rfc2217', not {front!r}")
+        self.board = board
+        self.front_kind = front
+        self.identity = identity if identity is not None else FakeUsbIdentity()
+        self._own_dir = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="mpkernel-relay-"))
+        self.counters = {TO_HOST: 0, TO_BOARD: 0, "dropped": 0, "resets": 0}
+        self.log: collections.deque[tuple[float, str, bytes]] = collections.deque(
+            maxlen=self.LOG_ENTRIES
+        )
+        self._t0 = time.monotonic()
+        self._lock = threading.RLock()  # guards the front, triggers and the held-in-reset state
+        self._reset_lock = threading.Lock()
+        self._triggers: list[Trigger] = []
+        self._held_in_reset = False
+        self._timers: list[threading.Timer] = []
+        self._board_tail = bytearray()  # recent board output, for wait_board_output()
+        self._board_cond = threading.Condition()
+        self._stopping = False
+
+        self._board_fd = os.open(board.pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self._board_fd)  # a pty slave starts in cooked mode: echo, CR/LF mangling
+        self._wake_r, self._wake_w = os.pipe()
+        self.to_host = _Pipe(TO_HOST, lambda data: self._deliver(TO_HOST, data))
+        self.to_board = _Pipe(TO_BOARD, lambda data: self._deliver(TO_BOARD, data))
+        self.set_throttle(rate, latency)
+        self.front: _Front | None = None
+        self.replug(name)
+        self._io = threading.Thread(target=self._io_loop, name="relay-io", daemon=True)
+        self._io.start()
+
+    # ----- the host side -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """What the kernel opens: the symlink path or the rfc2217:// URL ('' while unplugged)."""
+        front = self.front
+        return front.url if front is not None else ""
+
+    @property
+    def plugged(self) -> bool:
+        return self.front is not None
+
+    def unplug(self, power_cycle: bool = False) -> None:
+        """Pull the cable: the path/port vanishes, bytes in flight are lost.
+
+        With power_cycle the board also loses power (a USB-powered board): it stays halted
+        until replug(), which then boots it fresh.
+        """
+        with self._lock:
+            front, self.front = self.front, None
+            if front is None:
+                return
+            front.close()
+            self.counters["dropped"] += self.to_host.clear() + self.to_board.clear()
+            # Without power the board halts until replug; with power (the usual USB-serial
+            # glitch) a board held in reset by EN is released when the lines vanish.
+            self._hold_reset(power_cycle)
+        self._event(f"unplug {front.url}" + (" (power lost)" if power_cycle else ""))
+        os.write(self._wake_w, b"u")
+
+    def replug(self, name: str | None = None) -> str:
+        """Plug back in, under the same name (None) or a new one; return the new url.
+
+        For the pty front a name is a device file name (ttyACM1); for the RFC 2217 front it is
+        a TCP port number as a string ("0" picks a free port).
+        """
+        with self._lock:
+            if self.front is not None:
+                raise RuntimeError(f"already plugged in at {self.front.url}")
+            if self.front_kind == "pty":
+                link = self.directory / (name or getattr(self, "_last_name", "ttyACM0"))
+                self._last_name = link.name
+                self.front = _PtyFront(link)
+            else:
+                port = int(name) if name is not None else getattr(self, "_last_port", 0)
+                self.front = _Rfc2217Front(port, on_en=self._on_en, on_purge=self._on_purge)
+                self._last_port = self.front.port
+            if self._held_in_reset:
+                self._hold_reset(False)  # power comes back with the cable
+        self._event(f"replug {self.front.url}")
+        os.write(self._wake_w, b"r")
+        return self.front.url
+
+    def replug_after(self, seconds: float, name: str | None = None) -> threading.Timer:
+        """Replug from a timer, for tests that block in the kernel while the cable is out."""
+        timer = threading.Timer(seconds, self.replug, args=(name,))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+        return timer
+
+    def port_info(self) -> ListPortInfo | None:
+        """This port as pyserial's list_ports shows it, or None while unplugged."""
+        if self.front is None:
+            return None
+        info = ListPortInfo(self.url, skip_link_detection=True)
+        ident = self.identity
+        info.vid, info.pid, info.serial_number = ident.vid, ident.pid, ident.serial_number
+        info.manufacturer, info.product = ident.manufacturer, ident.description
+        info.description = ident.description
+        info.hwid = info.usb_info()
+        return info
+
+    # ----- throttling and faults -----------------------------------------------------------
+
+    def set_throttle(self, rate: float | None = None, latency: float = 0.0) -> None:
+        """Limit both directions to `rate` bytes/s (None: unlimited) plus a one-way latency."""
+        for pipe in (self.to_host, self.to_board):
+            pipe.rate, pipe.latency = rate, latency
+
+    def inject_to_host(self, data: bytes) -> None:
+        """Noise on the line towards the kernel, in order with the board's output."""
+        self._event(f"inject to host {data!r}")
+        self.to_host.put(data)
+
+    def inject_to_board(self, data: bytes) -> None:
+        """Bytes the board receives as if the kernel had sent them."""
+        self._event(f"inject to board {data!r}")
+        self.to_board.put(data)
+
+    def reset_board(self) -> None:
+        """Hard-reset the board now (the reset button): files survive, RAM does not."""
+        with self._reset_lock:
+            self.counters["dropped"] += self.to_host.discard_untransmitted()
+            self.board.monitor("system_reset")
+            # The board's UART receive buffer dies with the reset: drop what it had not read.
+            termios.tcflush(self._board_fd, termios.TCOFLUSH)
+            self.counters["resets"] += 1
+        self._event("board reset")
+
+    def reset_after_bytes(self, direction: str, n: int) -> Trigger:
+        """Reset the board once exactly n more bytes have been delivered in `direction`."""
+        trigger = Trigger(direction, remaining=n)
+        with self._lock:
+            self._triggers.append(trigger)
+        if n == 0:
+            self._fire(trigger)
+        return trigger
+
+    def reset_when(
+        self, predicate: Callable[[str, bytes], bool], direction: str | None = None
+    ) -> Trigger:
+        """Reset once predicate(direction, traffic_since_arming[-4096:]) is true.
+
+        It is checked after each delivered chunk; direction None watches both ways.
+        """
+        trigger = Trigger(direction, predicate=predicate)
+        with self._lock:
+            self._triggers.append(trigger)
+        return trigger
+
+    def wait_board_output(self, marker: bytes, timeout: float = 5.0) -> bool:
+        """Wait until the board prints `marker` (seen at the board, whatever the front does).
+
+        Only output arriving after the previous call counts: each call consumes what it saw.
+        """
+        deadline = time.monotonic() + timeout
+        with self._board_cond:
+            while True:
+                at = self._board_tail.find(marker)
+                if at >= 0:
+                    del self._board_tail[: at + len(marker)]
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._board_cond.wait(left)
+
+    def clear_board_output(self) -> None:
+        with self._board_cond:
+            self._board_tail.clear()
+
+    def sync_board(self, timeout: float = 5.0) -> bool:
+        """Bring the board to an idle friendly prompt, bypassing the front (fixture setup).
+
+        Stops a program, leaves raw mode, then evaluates a fresh nonce: only its answer proves
+        the board is listening now (a buffered boot banner also ends in '>>> ', and QEMU
+        passes nothing either way until ~1 s after the relay opened its pty).
+        """
+        nonce = b"%d" % time.monotonic_ns()
+        self.clear_board_output()
+        self._write_board(b"\r\x03\x03\x02'sync-'+'" + nonce + b"'\r")
+        return self.wait_board_output(b"'sync-" + nonce + b"'\r\n>>> ", timeout)
+
+    # ----- debugging -------------------------------------------------------------------------
+
+    def log_text(self, limit: int = 200) -> str:
+        """The last `limit` log entries, one per line, with relative times in ms."""
+        lines = []
+        for t, kind, data in list(self.log)[-limit:]:
+            lines.append(f"{(t - self._t0) * 1000:9.1f} ms {kind:8} {data!r}")
+        return "\n".join(lines)
+
+    def _event(self, text: str) -> None:
+        self.log.append((time.monotonic(), "event", text.encode()))
+
+    # ----- internals -------------------------------------------------------------------------
+
+    def _deliver(self, direction: str, data: bytes) -> None:
+        """Called by a pipe thread when bytes are due: cut at triggers, write, count, log."""
+        pos = 0
+        while pos < len(data):
+            with self._lock:
+                cut = len(data)
+                for trig in self._triggers:
+                    if trig.remaining is not None and trig.direction == direction:
+                        cut = min(cut, pos + trig.remaining)
+            piece = data[pos:cut]
+            pos = cut
+            self._write_out(direction, piece)
+            fired = self._advance_triggers(direction, piece)
+            for trig in fired:
+                self._fire(trig)
+            if fired and direction == TO_HOST:
+                # The reset happened at this byte: the rest was never printed by the old board.
+                self.counters["dropped"] += len(data) - pos
+                return
+
+    def _write_out(self, direction: str, piece: bytes) -> None:
+        if direction == TO_BOARD:
+            if self._held_in_reset:
+                self.counters["dropped"] += len(piece)  # a board held in reset hears nothing
+                return
+            self._write_board(piece)
+        else:
+            front = self.front
+            if front is None or not front.write(piece):
+                self.counters["dropped"] += len(piece)
+                return
+        self.counters[direction] += len(piece)
+        self.log.append((time.monotonic(), direction, piece))
+
+    def _advance_triggers(self, direction: str, piece: bytes) -> list[Trigger]:
+        fired = []
+        with self._lock:
+            for trig in list(self._triggers):
+                if trig.direction not in (None, direction):
+                    continue
+                if trig.remaining is not None:
+                    trig.remaining -= len(piece)
+                    hit = trig.remaining <= 0
+                else:
+                    trig.seen += piece
+                    del trig.seen[:-4096]
+                    assert trig.predicate is not None
+                    hit = trig.predicate(direction, bytes(trig.seen))
+                if hit:
+                    self._triggers.remove(trig)
+                    fired.append(trig)
+        return fired
+
+    def _fire(self, trigger: Trigger) -> None:
+        with self._lock:
+            if trigger in self._triggers:
+                self._triggers.remove(trigger)
+        self.reset_board()
+        trigger.fired_at = time.monotonic()
+        trigger.fired.set()
+
+    def _write_board(self, data: bytes) -> None:
+        if not _write_all(self._board_fd, data, lambda: self._stopping):
+            self.counters["dropped"] += len(data)
+
+    def _hold_reset(self, hold: bool) -> None:
+        """EN low pauses the VM (held in reset); EN rising reboots and resumes it."""
+        if hold and not self._held_in_reset:
+            self.board.monitor("stop")
+            self._held_in_reset = True
+            self._event("EN low: board held in reset")
+        elif not hold and self._held_in_reset:
+            self.board.monitor("system_reset")
+            termios.tcflush(self._board_fd, termios.TCOFLUSH)
+            self.board.monitor("cont")
+            self._held_in_reset = False
+            self.counters["resets"] += 1
+            self._event("EN high: board boots")
+
+    def _on_en(self, en_low: bool, dtr: bool, rts: bool) -> None:
+        self._event(f"modem lines DTR={int(dtr)} RTS={int(rts)}")
+        with self._lock:
+            if not en_low and self._held_in_reset and dtr:
+                # IO0 would be low at boot on an ESP32: its ROM bootloader. The micro:bit has
+                # none, so it just boots; the log says the kernel asked for the bootloader.
+                self._event("EN rose with DTR asserted: bootloader entry requested")
+            self._hold_reset(en_low)
+
+    def _on_purge(self) -> None:
+        self.counters["dropped"] += self.to_host.clear()
+
+    def _io_loop(self) -> None:
+        """Move bytes from the board and from the host front into the pipes."""
+        while not self._stopping:
+            front = self.front
+            fds = [self._board_fd, self._wake_r] + (front.read_fds() if front else [])
+            try:
+                readable, _, _ = select.select(fds, [], [], 1.0)
+            except (OSError, ValueError):
+                continue  # the front closed an fd between building the list and select
+            if self._wake_r in readable:
+                os.read(self._wake_r, 64)
+            if self._board_fd in readable:
+                try:
+                    data = os.read(self._board_fd, 4096)
+                except BlockingIOError:
+                    data = b""
+                if data:
+                    with self._board_cond:
+                        self._board_tail += data
+                        del self._board_tail[:-8192]
+                        self._board_cond.notify_all()
+                    if self.front is not None:
+                        self.to_host.put(data)
+                    else:
+                        self.counters["dropped"] += len(data)  # nobody at the other end
+            if front is not None and front is self.front:
+                for fd in readable:
+                    if fd in front.read_fds():
+                        self.to_board.put(front.read(fd))
+
+    def stop(self) -> None:
+        """Stop every thread, close every fd, remove the symlink directory."""
+        if self._stopping:
+            return
+        for timer in self._timers:
+            timer.cancel()
+        self.unplug()
+        with self._lock:
+            if self._held_in_reset:
+                self._hold_reset(False)  # never leave the shared VM paused
+        self._stopping = True
+        os.write(self._wake_w, b"s")
+        self._io.join(timeout=5)
+        self.to_host.stop()
+        self.to_board.stop()
+        for fd in (self._board_fd, self._wake_r, self._wake_w):
+            os.close(fd)
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _write_all(fd: int, data: bytes, stopping: Callable[[], bool], patience: float = 2.0) -> bool:
+    """Write everything to a non-blocking fd; give up (False) if it stays full for `patience`."""
+    view = memoryview(data)
+    while view:
+        _, writable, _ = select.select([], [fd], [], patience)
+        if not writable or stopping():
+            return False
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            continue
+        except OSError:
+            return False
+    return True
+
+
+def comports_with(relays: Iterable[Relay]) -> list[ListPortInfo]:
+    """A port lister over relays, shaped like serial.tools.list_ports.comports().
+
+    Unplugged relays are absent, as a pulled board is; inject it as the kernel's lister.
+    """
+    return [info for relay in relays if (info := relay.port_info()) is not None]
