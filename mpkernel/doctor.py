@@ -108,7 +108,11 @@ def looks_like_noise(data: bytes) -> bool:
 
 
 def _sample(data: bytes, limit: int = 120) -> str:
-    text = data.decode("utf-8", errors="replace").replace("\r", "")
+    """A short quote of what arrived: text lines joined with ' | ', or hex when it is noise."""
+    if looks_like_noise(data):
+        return data[:24].hex(" ") + (" ..." if len(data) > 24 else "")
+    text = "".join(ch for ch in data.decode("utf-8", errors="replace")
+                   if ch == "\n" or ch >= " ")
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     joined = " | ".join(lines)
     return joined if len(joined) <= limit else joined[: limit - 3] + "..."
@@ -349,12 +353,13 @@ def _converse(ser: Any, port: str, baudrate: int, timing: Timing, findings: list
                     "Use %rescue: it resets the board and sends Ctrl-C from the first moment "
                     "of boot.", baudrate)
 
+    # Last, before guessing at baud rates: an AT-command firmware stays silent until asked.
+    at = _probe_at(ser, timing)
+    if at is not None:
+        return done(Verdict.OTHER_FIRMWARE, f"The board runs an AT-command firmware ({at}), "
+                    "not MicroPython.",
+                    "Flash MicroPython (%flash) if you want a Python REPL on it.", baudrate)
     if everything:
-        at = _probe_at(ser, timing)
-        if at is not None:
-            return done(Verdict.OTHER_FIRMWARE, f"The board runs an AT-command firmware ({at}), "
-                        "not MicroPython.",
-                        "Flash MicroPython (%flash) if you want a Python REPL on it.", baudrate)
         return done(Verdict.OTHER_FIRMWARE,
                     "The board sends text but no MicroPython prompt: it runs another firmware "
                     f"(an Arduino sketch, say). It printed: {_sample(everything)!r}",
@@ -407,8 +412,8 @@ def _scan_bauds(ser: Any, port: str, baudrate: int, timing: Timing, findings: li
             findings.append(f"{rate} baud: MicroPython answered")
             return done(Verdict.WRONG_BAUD,
                         f"MicroPython answers at {rate} baud, not {baudrate}.",
-                        f"Use {rate} baud (mpkernel doctor {port} --baud {rate}; in the kernel "
-                        f"--MicroPythonKernel.baudrate={rate}).", rate)
+                        f"Use {rate} baud: --MicroPythonKernel.baudrate={rate} for the kernel, "
+                        f"mpkernel doctor {port} --baud {rate} to check again.", rate)
         rom = _rom_verdict(heard, done, rate)
         if rom is not None:
             findings.append(f"{rate} baud: ROM boot messages {_sample(heard)!r}")

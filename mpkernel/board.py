@@ -1,0 +1,457 @@
+"""Board: the one place that knows the state of the connection to a MicroPython board.
+
+It opens the link (a device, a pyserial URL, or `sim`), catches a busy board, runs code with
+streamed output, interrupts with an escalating ladder, notices resets and a vanished port, and
+reattaches to the same board. Every wait is bounded, and every failure ends in an
+MpkernelError whose text says what happened and what to do next.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mpkernel import cells
+from mpkernel.errors import (
+    BoardReset,
+    BoardTimeout,
+    CellRefused,
+    DeviceError,
+    LinkLost,
+    MpkernelError,
+    PortError,
+    ResetUnsupported,
+)
+from mpkernel.interrupts import InterruptLadder, catch_busy_board
+from mpkernel.link import Link, is_url
+from mpkernel.rawrepl import RawRepl, ResetDuringExec, _find_reset
+
+if TYPE_CHECKING:
+    from mpkernel.ports import PortIdentity
+    from mpkernel.sim import Simulator
+
+Note = Callable[[str], None]
+
+# One exec that reads what the firmware has, inside a function so it leaves no names behind.
+_PROBE = """\
+def __mpk_probe():
+ import sys,gc
+ try:
+  import os
+ except ImportError:
+  import uos as os
+ def has(*names):
+  for n in names:
+   try:
+    __import__(n);return True
+   except ImportError:
+    pass
+  return False
+ u=os.uname() if hasattr(os,'uname') else None
+ gc.collect()
+ print(repr((sys.platform,tuple(sys.implementation.version),u and u.version,u and u.machine,
+  gc.mem_free() if hasattr(gc,'mem_free') else -1,hasattr(os,'stat'),hasattr(os,'ilistdir'),
+  hasattr(os,'mkdir'),has('hashlib','uhashlib'),has('binascii','ubinascii'),has('deflate'),
+  hasattr(os,'statvfs'),hasattr(os,'rename'))))
+__mpk_probe()
+del __mpk_probe
+"""
+
+
+@dataclass
+class Capabilities:
+    """What the firmware offers, read once per connection (never assumed)."""
+
+    platform: str = ""
+    version: tuple[int, ...] = ()
+    firmware: str = ""
+    machine: str = ""
+    mem_free: int = -1
+    stat: bool = False
+    ilistdir: bool = False
+    mkdir: bool = False
+    hashlib: bool = False
+    binascii: bool = False
+    deflate: bool = False
+    statvfs: bool = False
+    rename: bool = False
+    raw_paste: bool = False
+
+    def max_plain_cell(self) -> int:
+        """Largest program plain raw mode may send: the board buffers all of it in RAM, and
+        an 8.5 KB program wedges a micro:bit with 9 KB free until a hard reset."""
+        if self.mem_free <= 0:
+            return 16 * 1024
+        return max(1024, int(self.mem_free * 0.6))
+
+
+class Board:
+    """A connection to one board. `port` is a device path, a pyserial URL, or "sim"."""
+
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 115200,
+        *,
+        lister: Callable[[], list[Any]] | None = None,
+        reattach_wait: float = 10.0,
+        catch_timeout: float = 3.0,
+    ) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self.url = port
+        self.lister = lister
+        self.reattach_wait = reattach_wait
+        self.catch_timeout = catch_timeout
+        self.simulator: Simulator | None = None
+        self.identity: PortIdentity | None = None
+        self.caps = Capabilities()
+        self.link: Link | None = None
+        self.repl: RawRepl | None = None
+        self.note: Note = lambda text: None  # the kernel points this at the running cell
+        self.busy_reason = ""  # set while a program on the board ignores Ctrl-C
+        self._session = ""
+        self._interrupt_requested = False
+        self.running = False
+
+    # -- public facts ---------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.link is not None and not self.link.closed
+
+    @property
+    def firmware(self) -> str:
+        return self.caps.firmware
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        return self.caps.version
+
+    def summary(self) -> str:
+        where = self.url if self.port == self.url else f"{self.url} ({self.port})"
+        if self.simulator is not None:
+            where = f"{self.url} (the emulated micro:bit)"
+        fw = self.caps.firmware or "MicroPython " + ".".join(map(str, self.caps.version))
+        if self.caps.machine and self.caps.machine not in fw:
+            fw = f"{fw}; {self.caps.machine}"
+        ram = f"{self.caps.mem_free / 1024:.1f} KB free RAM" if self.caps.mem_free >= 0 else ""
+        return f"Connected to {where}: {fw}" + (f", {ram}" if ram else "") + "."
+
+    # -- connecting -----------------------------------------------------------------------
+    def connect(self) -> str:
+        """Open the port, catch whatever runs on the board, probe it; return the summary."""
+        if self.port == "sim" and self.simulator is None:
+            from mpkernel.sim import Simulator
+
+            self.simulator = Simulator().start()
+            self.url = self.simulator.pty_path
+        self._open()
+        stopped = self._sync(first=True)
+        line = self.summary()
+        return f"{line}\n{stopped}" if stopped else line
+
+    def _open(self) -> None:
+        self.link = Link(self.url, self.baudrate)
+        self.repl = RawRepl(self.link)
+        if not is_url(self.url):
+            self.identity = self._identity_of(self.url)
+
+    def _identity_of(self, device: str) -> PortIdentity | None:
+        try:
+            from mpkernel.ports import identity_of
+        except ImportError:
+            return None
+        return identity_of(os.path.realpath(device), lister=self.lister) or identity_of(
+            device, lister=self.lister
+        )
+
+    def _sync(self, first: bool = False) -> str:
+        """Reach a clean raw prompt, verify it with a nonce, probe capabilities on first use.
+
+        Returns a sentence about what was interrupted ("" if the board was idle).
+        """
+        repl = self._repl()
+        stopped = catch_busy_board(repl, self.catch_timeout, self.note)
+        self.busy_reason = ""
+        self._verify_nonce()
+        if first or not self.caps.version:
+            self._probe()
+        self._session = secrets.token_hex(4)
+        self._run_quiet(f"__mpk_session='{self._session}'")
+        return stopped
+
+    def _verify_nonce(self) -> None:
+        # Stale bytes from an earlier tool or session could look like an answer; a number the
+        # board must compute cannot.
+        nonce = secrets.randbelow(10**9)
+        for _ in range(2):
+            out = self._run_quiet(f"print({nonce}+1)")
+            if out.strip().endswith(str(nonce + 1)):
+                return
+            self._repl().discard_input()
+            self._repl().enter_raw(2.0)
+        raise BoardTimeout(
+            "The board answered, but not with what was asked: the line is garbled.",
+            "Check the baud rate (%connect PORT --baud N) or run %doctor.",
+        )
+
+    def _probe(self) -> None:
+        fields = ast.literal_eval(self._run_quiet(_PROBE).strip().splitlines()[-1])
+        (platform, version, uversion, machine, mem_free, stat, ilistdir, mkdir, hashlib,
+         binascii, deflate, statvfs, rename) = fields
+        repl = self._repl()
+        if repl.raw_paste is None:
+            # Ask once; the answer tells whether the firmware knows raw-paste mode.
+            self._run_quiet("pass")
+        self.caps = Capabilities(
+            platform=platform, version=tuple(version), firmware=uversion or "",
+            machine=machine or "",
+            mem_free=mem_free, stat=stat, ilistdir=ilistdir, mkdir=mkdir, hashlib=hashlib,
+            binascii=binascii, deflate=deflate, statvfs=statvfs, rename=rename,
+            raw_paste=bool(repl.raw_paste),
+        )
+        if not self.caps.firmware:
+            self.caps.firmware = "MicroPython " + ".".join(map(str, self.caps.version))
+
+    def _run_quiet(self, code: str, timeout: float = 5.0) -> str:
+        """Run a short internal program; raise DeviceError if it fails."""
+        repl = self._repl()
+        repl.send_code(code.encode(), timeout)
+        out = bytearray()
+        deadline = time.monotonic() + timeout
+
+        def tick(state: Any) -> None:
+            if time.monotonic() > deadline:
+                raise BoardTimeout(
+                    f"The board did not finish an internal step within {timeout:.0f} s.",
+                    "Run %doctor, or interrupt and try again.",
+                )
+
+        stderr = repl.follow(out.extend, tick)
+        if stderr.strip():
+            raise DeviceError(*cells.parse_traceback(stderr.decode(errors="replace")))
+        return out.decode(errors="replace")
+
+    def _repl(self) -> RawRepl:
+        if self.repl is None:
+            raise LinkLost("Not connected.", "Run a cell or %connect to connect.")
+        return self.repl
+
+    # -- running code -----------------------------------------------------------------------
+    def exec(
+        self,
+        code: str,
+        on_output: Callable[[str], None] | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Run code, streaming its stdout; return all of it.
+
+        Raises DeviceError (an exception on the board), BoardReset, LinkLost, BoardTimeout, or
+        an InterruptFailed-style MpkernelError when a program ignored every interrupt.
+        """
+        data = code.encode()
+        self.ensure_ready()
+        if not self.caps.raw_paste and len(data) > self.caps.max_plain_cell():
+            raise CellRefused(
+                f"This cell is {len(data)} bytes; this firmware has no raw-paste mode, so the "
+                f"board must hold the whole cell in its {self.caps.mem_free} bytes of free RAM, "
+                "and a cell this large would wedge it. Nothing was sent.",
+                "Split the cell, or save it with %%writefile module.py and `import module`.",
+            )
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        collected: list[str] = []
+
+        def on_bytes(chunk: bytes) -> None:
+            text = decoder.decode(chunk)
+            if text:
+                collected.append(text)
+                if on_output is not None:
+                    on_output(text)
+
+        repl = self._repl()
+        ladder = InterruptLadder(self, timeout)
+        self._interrupt_requested = False
+        self.running = True
+        try:
+            repl.send_code(data, timeout=10.0 + len(data) / 1000)
+            stderr = repl.follow(on_bytes, ladder.tick)
+        except ResetDuringExec as reset:
+            raise self._after_reset(reset, during="while the cell ran") from None
+        except LinkLost:
+            self._drop_link()
+            raise
+        except MpkernelError:
+            # A gave-up ladder or timeout leaves the board in an unknown state: resync first.
+            self.busy_reason = self.busy_reason or "interrupted"
+            raise
+        finally:
+            self.running = False
+            self._interrupt_requested = False
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            on_bytes(b"")
+            collected.append(tail)
+        if stderr.strip():
+            ename, evalue, lines = cells.parse_traceback(stderr.decode(errors="replace"))
+            raise DeviceError(ename, evalue, lines)
+        return "".join(collected)
+
+    def eval(self, expression: str) -> Any:
+        """Evaluate an expression on the board and return its value (literals only)."""
+        out = self.exec(f"print(repr({expression}))")
+        return ast.literal_eval(out.strip())
+
+    def interrupt(self) -> None:
+        """Ask the running exec to stop. Safe from a signal handler or another thread."""
+        self._interrupt_requested = True
+
+    @property
+    def interrupt_requested(self) -> bool:
+        return self._interrupt_requested
+
+    def ensure_ready(self) -> None:
+        """Connect, reattach, or resync as needed; report a reset that happened between cells."""
+        if self.link is None:
+            if self.caps.version:
+                self._reattach(self.reattach_wait)
+            else:
+                self.note(self.connect() + "\n")
+            return
+        if self.busy_reason:
+            self._sync()
+            return
+        pending = self._repl().take_pending()
+        if pending and _find_reset(bytearray(pending)) >= 0:
+            reset = self._repl()._finish_reset(pending)
+            self.note(self._after_reset(reset, during="since the last cell").user_text() + "\n")
+        elif pending:
+            # Unasked bytes that are not a reboot: stale output; make sure we are in sync.
+            self._sync()
+
+    def _after_reset(self, reset: ResetDuringExec, during: str) -> BoardReset:
+        boot = reset.boot_output.replace(b"\x00", b"").decode(errors="replace").strip()
+        self.busy_reason = "reset"
+        try:
+            stopped = self._sync()
+        except MpkernelError as err:
+            stopped = f"(It did not come back to a prompt: {err})"
+        extra = f"\n{stopped}" if stopped else ""
+        return BoardReset(
+            f"The board reset {during}; its variables are gone.{extra}",
+            "The next cell runs normally on the freshly booted board.",
+            boot_output=boot,
+        )
+
+    # -- resets -----------------------------------------------------------------------------
+    def soft_reset(self) -> str:
+        """Ctrl-D at an empty raw prompt: variables cleared, main.py not run."""
+        self.ensure_ready()
+        repl = self._repl()
+        self.link.write(b"\x04")  # type: ignore[union-attr]
+        repl.read_until(b"raw REPL; CTRL-B to exit\r\n>", 10.0)
+        self._sync()
+        return "Soft reset done: the board's variables are gone (main.py was not run)."
+
+    def hard_reset(self) -> str:
+        """Reset as the button does, through the best means the link has; then catch the board."""
+        how = self._pulse_reset()
+        self._repl().discard_input(quiet_for=0.3, limit=3.0)
+        stopped = self._sync()
+        text = f"Hard reset ({how}) done: the board rebooted and its variables are gone."
+        return f"{text}\n{stopped}" if stopped else text
+
+    def _pulse_reset(self) -> str:
+        if self.simulator is not None:
+            self.simulator.hard_reset()
+            return "the emulator's reset line"
+        link = self.link
+        if link is None:
+            raise LinkLost("Not connected.", "Connect first with %connect.")
+        try:
+            link.pulse_reset()
+            return "EN pulsed through RTS"
+        except ResetUnsupported:
+            if self.busy_reason:
+                raise
+        # No modem lines, but the REPL answers: ask the firmware to reset itself.
+        link.write(b"import machine\r\nmachine.reset()\x04")
+        return "machine.reset()"
+
+    # -- losing and finding the board ------------------------------------------------------
+    def _drop_link(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        self.link = None
+        self.repl = None
+
+    def _find_again(self) -> str | None:
+        if self.identity is not None and self.identity.serial_number:
+            from mpkernel.ports import find_by_identity
+
+            return find_by_identity(self.identity, lister=self.lister)
+        if is_url(self.url) or os.path.exists(self.url):
+            return self.url
+        return None
+
+    def _reattach(self, wait: float, note: Note | None = None) -> str:
+        note = note or self.note
+        deadline = time.monotonic() + wait
+        said_waiting = False
+        last_error: Exception | None = None
+        while True:
+            where = self._find_again()
+            if where is not None:
+                try:
+                    self.url = where
+                    self._open()
+                    stopped = self._sync()
+                    if said_waiting:
+                        note(f"The board is back on {where}.\n")
+                    if stopped:
+                        note(stopped + "\n")
+                    return where
+                except (PortError, LinkLost, BoardTimeout) as err:
+                    last_error = err
+                    self._drop_link()
+            if time.monotonic() >= deadline:
+                break
+            if not said_waiting:
+                note(f"Waiting for the board to come back on {self.url} (up to {wait:.0f} s)...\n")
+                said_waiting = True
+            # The OS shows a re-enumerated port within ~a second; look again shortly.
+            time.sleep(0.2)
+        raise LinkLost(
+            f"The board did not come back on {self.url} within {wait:.0f} s"
+            + (f" ({last_error})." if last_error else "."),
+            "Plug it in (or press reset) and run the cell again; %ports lists the ports.",
+        )
+
+    def variables_survived(self) -> bool:
+        """True if the board still has this session's marker (it did not reset)."""
+        out = self._run_quiet("print(globals().get('__mpk_session'))")
+        return out.strip() == self._session
+
+    @contextmanager
+    def released(self, note: Note = print, wait: float = 30.0) -> Iterator[str]:
+        """Free the port for another program (esptool, doctor), then find the board again."""
+        path = self.url
+        self._drop_link()
+        note(f"Released {path}.\n")
+        try:
+            yield path
+        finally:
+            where = self._reattach(wait, note)
+            note(f"Reconnected on {where}: {self.caps.firmware}.\n")
+
+    def close(self) -> None:
+        self._drop_link()
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None

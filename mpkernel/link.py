@@ -1,0 +1,197 @@
+"""Opening and closing a port: local serial devices and pyserial URLs alike.
+
+`Link` wraps `serial.serial_for_url`, so `rfc2217://`, `socket://` and `loop://` need no code
+of their own. It is the only module that touches pyserial objects; the protocol above it sees
+`write`, `read` and `pulse_reset`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import serial
+
+from mpkernel.errors import LinkLost, PortBusy, PortError, ResetUnsupported
+
+# How long one blocking read waits at most; the caller's loop regains control this often, so
+# interrupts and deadlines are acted on within this time even on a silent line.
+READ_TICK = 0.05
+
+
+def is_url(port: str) -> bool:
+    return "://" in port
+
+
+class Link:
+    """One open port. Raises PortError/PortBusy on open, LinkLost when it vanishes in use."""
+
+    def __init__(self, port: str, baudrate: int = 115200) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self._serial = _open(port, baudrate)
+        self.closed = False
+
+    # -- data ---------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        try:
+            self._serial.write(data)
+            self._serial.flush()
+        except (OSError, serial.SerialException) as err:
+            raise self._lost(err) from None
+
+    def read(self, timeout: float = READ_TICK) -> bytes:
+        """Wait up to `timeout` for data; return what has arrived (b"" if nothing)."""
+        try:
+            if self._serial.timeout != timeout:
+                self._serial.timeout = timeout
+            first = self._serial.read(1)
+            if not first:
+                return b""
+            waiting = self._serial.in_waiting
+            return first + (self._serial.read(waiting) if waiting else b"")
+        except (OSError, serial.SerialException, TypeError, AttributeError) as err:
+            # pyserial raises TypeError/AttributeError from a port closed under it by another
+            # thread (the file descriptor became None); both mean the link is gone.
+            raise self._lost(err) from None
+
+    def pending(self) -> bytes:
+        """Whatever has already arrived, without waiting."""
+        try:
+            waiting = self._serial.in_waiting
+            return self._serial.read(waiting) if waiting else b""
+        except (OSError, serial.SerialException, TypeError, AttributeError) as err:
+            raise self._lost(err) from None
+
+    def _lost(self, err: Exception) -> LinkLost:
+        return LinkLost(
+            f"The connection to {self.port} was lost ({err}).",
+            "The cable may have been pulled or the board re-enumerated after a reset; "
+            "the next cell reconnects by itself when the board is back.",
+        )
+
+    # -- modem lines ----------------------------------------------------------------------
+    def pulse_reset(self) -> None:
+        """Hard-reset an ESP32-style board: EN low through RTS with IO0 (DTR) released.
+
+        Holding DTR while releasing RTS would enter the ROM bootloader instead, so DTR stays
+        released throughout. Raises ResetUnsupported where the link has no modem lines.
+        """
+        if self.port.startswith(("socket://", "loop://")):
+            raise ResetUnsupported(
+                f"{self.port} is a network socket without modem lines, so it cannot reset "
+                "the board.",
+                "Press the board's reset button, or use an rfc2217:// or local serial port.",
+            )
+        try:
+            self._serial.dtr = False
+            self._serial.rts = True
+            # The EN pin needs a held low pulse; there is nothing to read meanwhile.
+            time.sleep(0.1)
+            self._serial.rts = False
+        except OSError as err:
+            if err.errno == errno.ENOTTY:
+                raise ResetUnsupported(
+                    f"{self.port} has no modem lines (it is a pseudo-terminal), so DTR/RTS "
+                    "cannot reset the board.",
+                    "Press the board's reset button, or power-cycle it.",
+                ) from None
+            raise self._lost(err) from None
+        except serial.SerialException as err:
+            raise self._lost(err) from None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self._serial.close()
+            except (OSError, serial.SerialException):
+                pass  # closing a port that vanished: there is nothing left to release
+
+    def __enter__(self) -> Link:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open(port: str, baudrate: int) -> serial.SerialBase:
+    url = port
+    local = not is_url(port)
+    if local and not os.path.exists(port):
+        raise PortError(
+            f"Port {port} does not exist.",
+            _ports_hint(),
+        )
+    try:
+        ser = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=READ_TICK)
+        if local:
+            # flock()-based: a second kernel gets EWOULDBLOCK instead of sharing the port.
+            ser.exclusive = True
+        ser.open()
+    except serial.SerialException as err:
+        raise _explain_open_error(port, err) from None
+    except OSError as err:
+        raise _explain_open_error(port, err) from None
+    if local:
+        _refuse_if_shared(port, ser)
+    return ser
+
+
+def _explain_open_error(port: str, err: Exception) -> PortError:
+    text = str(err)
+    code = getattr(err, "errno", None)
+    if code == errno.EACCES or "Permission denied" in text:
+        return PortError(
+            f"Permission denied opening {port}.",
+            "On Linux add yourself to the dialout group: sudo usermod -aG dialout $USER, "
+            "then log out and back in.",
+        )
+    if "exclusively lock" in text or code in (errno.EBUSY, errno.EAGAIN):
+        return _busy(port)
+    if code == errno.ENOENT or "No such file" in text:
+        return PortError(f"Port {port} does not exist.", _ports_hint())
+    if "refused" in text.lower():
+        return PortError(
+            f"Nothing is listening at {port} ({text}).",
+            "Check the host and port of the serial server.",
+        )
+    return PortError(f"Could not open {port}: {text}", _ports_hint())
+
+
+def _busy(port: str) -> PortBusy:
+    holders = _holders(port)
+    who = ", ".join(f"{name} (PID {pid})" for pid, name in holders)
+    return PortBusy(
+        f"Port {port} is in use by another program" + (f": {who}." if who else "."),
+        "Close that program (a terminal, another notebook's kernel, an IDE) or pick another "
+        "port with %connect.",
+    )
+
+
+def _holders(port: str) -> list[tuple[int, str]]:
+    try:
+        from mpkernel.ports import who_holds
+    except ImportError:
+        return []
+    return [(pid, name) for pid, name in who_holds(port) if pid != os.getpid()]
+
+
+def _refuse_if_shared(port: str, ser: serial.SerialBase) -> None:
+    # Terminal programs (screen, minicom, picocom) do not take the flock, so the lock alone
+    # would let two programs steal each other's bytes.
+    if _holders(port):
+        ser.close()
+        raise _busy(port)
+
+
+def _ports_hint() -> str:
+    try:
+        from mpkernel.ports import format_ports, list_ports
+
+        listing = format_ports(list_ports())
+    except Exception:  # listing ports is a courtesy in an error message; never mask the error
+        listing = ""
+    hint = "Choose one with %connect PORT (or %connect sim for the emulated board)."
+    return f"{listing}\n{hint}" if listing else hint

@@ -1,0 +1,274 @@
+"""MicroPython's raw REPL over a Link: every step reads to a marker with a deadline.
+
+The caller (Board) owns policy: when to interrupt, how long to wait, what a reset means. This
+module only knows the bytes: entering raw mode, sending code (raw-paste with flow control
+where the firmware has it, paced plain raw mode otherwise), and splitting the answer into
+streamed stdout, stderr and the prompt. A tick callback gives the caller control at least
+every READ_TICK seconds while a program runs.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mpkernel.errors import BoardTimeout
+from mpkernel.link import READ_TICK, Link
+
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
+FRIENDLY_PROMPT = b">>> "
+# What a board prints when it (re)boots, in the middle of what should have been a cell's
+# output: MicroPython's soft-reset line, its banner's last line, an ESP ROM boot line.
+RESET_SIGNATURES = (b"soft reboot\r\n", b'Type "help()" for more information.', b"rst:0x")
+# Plain raw mode has no flow control: pace writes the way tools known not to overrun small
+# boards' UART buffers do (256 bytes, then 10 ms).
+PACE_CHUNK = 256
+PACE_GAP = 0.01
+
+
+class ResetDuringExec(Exception):
+    """The board rebooted while a cell ran; `boot_output` is what it printed since."""
+
+    def __init__(self, boot_output: bytes, at_prompt: bool) -> None:
+        super().__init__("board reset")
+        self.boot_output = boot_output
+        self.at_prompt = at_prompt
+
+
+@dataclass
+class ExecState:
+    """What a running exec looks like to the tick callback."""
+
+    started: float
+    last_data: float
+    stdout_bytes: int = 0
+    phase: str = "stdout"  # stdout | stderr | prompt
+
+    @property
+    def idle(self) -> float:
+        return time.monotonic() - self.last_data
+
+
+class RawRepl:
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self._rx = bytearray()  # bytes read past the last marker, kept for the next read
+        self.raw_paste: bool | None = None  # None: not probed yet on this connection
+
+    # -- reading ------------------------------------------------------------------------
+    def _fill(self, timeout: float) -> bool:
+        data = self.link.read(timeout)
+        if data:
+            self._rx += data
+        return bool(data)
+
+    def read_until(
+        self, marker: bytes, timeout: float, on_tick: Callable[[], None] | None = None
+    ) -> bytes:
+        """Return everything up to and including `marker`; BoardTimeout after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            at = self._rx.find(marker)
+            if at >= 0:
+                end = at + len(marker)
+                out = bytes(self._rx[:end])
+                del self._rx[:end]
+                return out
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = bytes(self._rx)
+                raise BoardTimeout(
+                    f"The board did not answer within {timeout:.1f} s "
+                    f"(waited for {marker!r}, got {seen[-80:]!r}).",
+                    "Run %doctor to see what the board is doing.",
+                )
+            self._fill(min(READ_TICK, remaining))
+            if on_tick is not None:
+                on_tick()
+
+    def take_pending(self) -> bytes:
+        """Bytes that arrived unasked (between cells): stale output or a reset's boot text."""
+        self._rx += self.link.pending()
+        out = bytes(self._rx)
+        self._rx.clear()
+        return out
+
+    def discard_input(self, quiet_for: float = 0.05, limit: float = 1.0) -> bytes:
+        """Read until the line has been quiet for `quiet_for` s (at most `limit` s)."""
+        deadline = time.monotonic() + limit
+        seen = self.take_pending()
+        while time.monotonic() < deadline:
+            data = self.link.read(quiet_for)
+            if not data:
+                break
+            seen += data
+        return seen
+
+    # -- modes --------------------------------------------------------------------------
+    def enter_raw(self, timeout: float) -> bytes:
+        """From friendly mode or an idle raw prompt, reach a fresh raw prompt.
+
+        Returns what the board printed before the raw banner. Ctrl-A in raw mode re-prints
+        the banner, so this works whichever mode the board was in.
+        """
+        self.link.write(b"\r\x01")
+        return self.read_until(RAW_BANNER, timeout)
+
+    def leave_raw(self, timeout: float = 2.0) -> None:
+        self.link.write(b"\x02")
+        self.read_until(FRIENDLY_PROMPT, timeout)
+
+    # -- sending code -------------------------------------------------------------------
+    def send_code(self, code: bytes, timeout: float) -> None:
+        """Send one program at a clean raw prompt; on return the board is compiling/running."""
+        if self.raw_paste is not False and self._try_raw_paste(code, timeout):
+            return
+        self._send_plain(code, timeout)
+
+    def _try_raw_paste(self, code: bytes, timeout: float) -> bool:
+        self.link.write(b"\x05A\x01")
+        answer = self._read_exact(2, timeout)
+        if answer == b"R\x01":
+            self.raw_paste = True
+            self._paste(code, timeout)
+            return True
+        if answer == b"R\x00":
+            self.raw_paste = False
+            return False
+        if answer == b"ra":
+            # The firmware does not know raw-paste and took the Ctrl-A as "re-print banner".
+            self.read_until(b"w REPL; CTRL-B to exit\r\n>", timeout)
+            self.raw_paste = False
+            return False
+        raise BoardTimeout(
+            f"Unexpected answer {answer!r} to the raw-paste request.",
+            "The line may be noisy or the board busy; run the cell again or %doctor.",
+        )
+
+    def _read_exact(self, count: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self._rx) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BoardTimeout(
+                    f"The board stopped answering (got {bytes(self._rx)!r}).",
+                    "Run %doctor to see what the board is doing.",
+                )
+            self._fill(min(READ_TICK, remaining))
+        out = bytes(self._rx[:count])
+        del self._rx[:count]
+        return out
+
+    def _paste(self, code: bytes, timeout: float) -> None:
+        window = struct.unpack("<H", self._read_exact(2, timeout))[0]
+        credit = window
+        sent = 0
+        while sent < len(code):
+            # Flow control: the device grants `window` more bytes with each 0x01, and
+            # answers 0x04 early if it gave up reading (a syntax error, out of memory).
+            if credit == 0:
+                self._fill(timeout)
+            else:
+                self._rx += self.link.pending()
+            for byte in bytes(self._rx):
+                if byte == 0x01:
+                    credit += window
+                elif byte == 0x04:
+                    self._rx.clear()
+                    self.link.write(b"\x04")
+                    return
+            self._rx.clear()
+            if credit == 0:
+                continue
+            piece = code[sent : sent + credit]
+            self.link.write(piece)
+            sent += len(piece)
+            credit -= len(piece)
+        self.link.write(b"\x04")
+        # The device acknowledges the end of the program with 0x04; flow-control bytes may
+        # still precede it.
+        self.read_until(b"\x04", timeout)
+        self._rx = bytearray(self._rx.lstrip(b"\x01"))
+
+    def _send_plain(self, code: bytes, timeout: float) -> None:
+        if len(code) <= PACE_CHUNK:
+            self.link.write(code + b"\x04")
+        else:
+            for start in range(0, len(code), PACE_CHUNK):
+                self.link.write(code[start : start + PACE_CHUNK])
+                time.sleep(PACE_GAP)  # pacing a flow-control-less UART; nothing to read
+            self.link.write(b"\x04")
+        # Stale bytes before OK belong to nobody; the OK itself is the marker.
+        self.read_until(b"OK", timeout)
+
+    # -- running ------------------------------------------------------------------------
+    def follow(
+        self,
+        on_stdout: Callable[[bytes], None],
+        on_tick: Callable[[ExecState], None],
+    ) -> bytes:
+        """Stream the running program's stdout until its end; return its stderr.
+
+        Raises ResetDuringExec if the board reboots instead of finishing. The tick callback
+        runs at least every READ_TICK seconds; it may write (Ctrl-C) or raise to give up.
+        """
+        now = time.monotonic()
+        state = ExecState(started=now, last_data=now)
+        tail = bytearray()  # recent stdout, to notice a reset's boot text
+        while True:
+            end = self._rx.find(b"\x04")
+            chunk = bytes(self._rx if end < 0 else self._rx[:end])
+            if chunk:
+                tail += chunk
+                del tail[:-512]
+                reset_at = _find_reset(tail)
+                if reset_at >= 0:
+                    # Pass on what came before the boot text; the rest is boot output.
+                    before = chunk[: max(0, len(chunk) - (len(tail) - reset_at))]
+                    if before:
+                        on_stdout(before)
+                    del self._rx[: len(chunk)]
+                    raise self._finish_reset(bytes(tail[reset_at:]))
+                on_stdout(chunk)
+                state.stdout_bytes += len(chunk)
+                del self._rx[: len(chunk)]
+            if end >= 0:
+                del self._rx[:1]
+                break
+            if self._fill(READ_TICK):
+                state.last_data = time.monotonic()
+            on_tick(state)
+        state.phase = "stderr"
+        stderr = self.read_until(b"\x04", 10.0)[:-1]
+        state.phase = "prompt"
+        self.read_until(b">", 5.0)
+        return stderr
+
+    def _finish_reset(self, boot: bytes, wait: float = 3.0) -> ResetDuringExec:
+        """Collect the boot text until a prompt shows (bounded): a busy main.py may never."""
+        deadline = time.monotonic() + wait
+        text = bytearray(boot) + self._rx
+        self._rx.clear()
+        while time.monotonic() < deadline:
+            if text.endswith(FRIENDLY_PROMPT) or text.endswith(RAW_BANNER):
+                return ResetDuringExec(bytes(text), at_prompt=True)
+            data = self.link.read(READ_TICK)
+            text += data
+        return ResetDuringExec(bytes(text), at_prompt=False)
+
+
+def _find_reset(tail: bytearray) -> int:
+    found = [tail.find(sig) for sig in RESET_SIGNATURES]
+    found = [at for at in found if at >= 0]
+    if not found:
+        return -1
+    at = min(found)
+    # Start the boot text at the beginning of its line, or of the banner line before it.
+    line_start = tail.rfind(b"\n", 0, at) + 1
+    if line_start > 0:
+        prev_start = tail.rfind(b"\n", 0, line_start - 1) + 1
+        if tail[prev_start:line_start].lstrip(b"\x00").startswith(b"MicroPython v"):
+            return prev_start
+    return line_start
