@@ -1,0 +1,1 @@
+"""Test doubles: pyserial URL handlers (`fakeserial://`) and fake port listers."""
