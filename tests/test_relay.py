@@ -7,8 +7,12 @@ import time
 
 import pytest
 import serial
-
-from harness.fixtures import relay, rfc2217_relay, sim  # noqa: F401  (fixtures by name)
+from harness.fixtures import (  # noqa: F401  (registered as sim, sim_fd, relay, rfc2217_relay)
+    relay_fixture,
+    rfc2217_relay_fixture,
+    sim_fd_fixture,
+    sim_fixture,
+)
 from harness.relay import (
     BAUD_115200,
     STALE_HALF_CELL,
@@ -147,7 +151,7 @@ def test_rfc2217_rts_pulse_resets_the_board(rfc2217_relay: Relay) -> None:
             port.read(1)
             port.read(1)  # the first read may only see the EOF
     with pytest.raises(serial.SerialException):
-        open_port(relay.url or f"rfc2217://127.0.0.1:{relay._last_port}")
+        open_port(relay.url)
     relay.replug()
     with open_port(relay.url) as port:  # same TCP port; opening does not reset (DTR=RTS=1)
         assert exec_raw(port, b"print(1)") == b"1\r\n" and relay.counters["resets"] == 1
@@ -163,7 +167,8 @@ def test_reset_after_bytes_fires_mid_upload(relay: Relay) -> None:
         assert trigger.fired.wait(2)
         seen = read_until(port, b">>> ")
         assert BOOT_BANNER in seen and b"OK" not in seen
-        delivered = sum(len(d) for t, kind, d in relay.log if kind == TO_BOARD and t <= trigger.fired_at)
+        log = list(relay.log)
+        delivered = sum(len(d) for t, kind, d in log if kind == TO_BOARD and t <= trigger.fired_at)
         assert delivered - before == 1000
 
 

@@ -1,21 +1,25 @@
 """pytest fixtures over the emulated board and the relay; the lead's conftest imports them.
 
-    from harness.fixtures import sim, relay, rfc2217_relay  # noqa: F401
+    from harness.fixtures import relay_fixture, rfc2217_relay_fixture, sim_fixture  # noqa: F401
+
+The functions are named *_fixture and registered under the short names (sim, relay,
+rfc2217_relay), so test parameters do not shadow the imports.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from mpkernel.sim import Simulator, SimulatorMissing
 
-from .relay import Relay
+from .relay import Relay, open_board
 
 
-@pytest.fixture(scope="session")
-def sim() -> Iterator[Simulator]:
+@pytest.fixture(scope="session", name="sim")
+def sim_fixture() -> Iterator[Simulator]:
     """One QEMU micro:bit for the whole session (boot is cheap, but its flash is shared)."""
     try:
         simulator = Simulator().start()
@@ -27,10 +31,19 @@ def sim() -> Iterator[Simulator]:
         simulator.stop()
 
 
-def _relay(sim: Simulator, front: str) -> Iterator[Relay]:
-    relay = Relay(sim, front=front)
+@pytest.fixture(scope="session", name="sim_fd")
+def sim_fd_fixture(sim: Simulator) -> Iterator[int]:
+    """The board's pty, held for the session: QEMU talks to a new reader only after ~1 s."""
+    fd = open_board(sim.pty_path)
     try:
-        # Also absorbs QEMU's ~1 s wait before it talks to a newly opened pty.
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _relay(sim: Simulator, fd: int, front: str) -> Iterator[Relay]:
+    relay = Relay(sim, front=front, board_fd=fd)
+    try:
         assert relay.sync_board(timeout=8), "the emulated board did not answer at its prompt"
         yield relay
     finally:
@@ -39,13 +52,13 @@ def _relay(sim: Simulator, front: str) -> Iterator[Relay]:
         print(f"--- relay traffic ({front}) ---\n{relay.log_text()}")
 
 
-@pytest.fixture
-def relay(sim: Simulator) -> Iterator[Relay]:
+@pytest.fixture(name="relay")
+def relay_fixture(sim: Simulator, sim_fd: int) -> Iterator[Relay]:
     """The board at an idle friendly prompt behind a pty front (relay.url is a path)."""
-    yield from _relay(sim, "pty")
+    yield from _relay(sim, sim_fd, "pty")
 
 
-@pytest.fixture
-def rfc2217_relay(sim: Simulator) -> Iterator[Relay]:
+@pytest.fixture(name="rfc2217_relay")
+def rfc2217_relay_fixture(sim: Simulator, sim_fd: int) -> Iterator[Relay]:
     """The board behind an RFC 2217 front with DTR/RTS reset (relay.url is rfc2217://...)."""
-    yield from _relay(sim, "rfc2217")
+    yield from _relay(sim, sim_fd, "rfc2217")

@@ -326,7 +326,13 @@ class Relay:
         rate: float | None = None,
         latency: float = 0.0,
         directory: str | None = None,
+        board_fd: int | None = None,
     ) -> None:
+        """Start relaying `board` (its pty_path, and monitor() for resets).
+
+        board_fd: the board's pty already open (raw, non-blocking), borrowed and left open at
+        stop(), so a test session pays QEMU's ~1 s reconnect delay once, not per relay.
+        """
         if front not in ("pty", "rfc2217"):
             raise ValueError(f"front must be 'pty' or 'rfc2217', not {front!r}")
         self.board = board
@@ -348,8 +354,11 @@ class Relay:
         self._board_cond = threading.Condition()
         self._stopping = False
 
-        self._board_fd = os.open(board.pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        tty.setraw(self._board_fd)  # a pty slave starts in cooked mode: echo, CR/LF mangling
+        self._own_fd = board_fd is None
+        self._board_fd = open_board(board.pty_path) if board_fd is None else board_fd
+        termios.tcflush(self._board_fd, termios.TCIOFLUSH)  # whatever was left by a previous user
+        self._name = name or ("ttyACM0" if front == "pty" else "0")
+        self._url = ""
         self._wake_r, self._wake_w = os.pipe()
         self.to_host = _Pipe(TO_HOST, lambda data: self._deliver(TO_HOST, data))
         self.to_board = _Pipe(TO_BOARD, lambda data: self._deliver(TO_BOARD, data))
@@ -363,9 +372,8 @@ class Relay:
 
     @property
     def url(self) -> str:
-        """What the kernel opens: the symlink path or the rfc2217:// URL ('' while unplugged)."""
-        front = self.front
-        return front.url if front is not None else ""
+        """What the kernel opens: the symlink path or rfc2217:// URL (kept while unplugged)."""
+        return self._url
 
     @property
     def plugged(self) -> bool:
@@ -399,13 +407,13 @@ class Relay:
             if self.front is not None:
                 raise RuntimeError(f"already plugged in at {self.front.url}")
             if self.front_kind == "pty":
-                link = self.directory / (name or getattr(self, "_last_name", "ttyACM0"))
-                self._last_name = link.name
-                self.front = _PtyFront(link)
+                self.front = _PtyFront(self.directory / (name or self._name))
+                self._name = self.front.link.name
             else:
-                port = int(name) if name is not None else getattr(self, "_last_port", 0)
+                port = int(name or self._name)
                 self.front = _Rfc2217Front(port, on_en=self._on_en, on_purge=self._on_purge)
-                self._last_port = self.front.port
+                self._name = str(self.front.port)  # "0" became a real port: replug reuses it
+            self._url = self.front.url
             if self._held_in_reset:
                 self._hold_reset(False)  # power comes back with the cable
         self._event(f"replug {self.front.url}")
@@ -654,16 +662,13 @@ class Relay:
             return
         for timer in self._timers:
             timer.cancel()
-        self.unplug()
-        with self._lock:
-            if self._held_in_reset:
-                self._hold_reset(False)  # never leave the shared VM paused
+        self.unplug()  # also releases a board held in reset: never leave the shared VM paused
         self._stopping = True
         os.write(self._wake_w, b"s")
         self._io.join(timeout=5)
         self.to_host.stop()
         self.to_board.stop()
-        for fd in (self._board_fd, self._wake_r, self._wake_w):
+        for fd in (self._wake_r, self._wake_w) + ((self._board_fd,) if self._own_fd else ()):
             os.close(fd)
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -673,6 +678,13 @@ class Relay:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def open_board(pty_path: str) -> int:
+    """Open the board's pty raw and non-blocking (a pty starts cooked: echo, CR/LF mangling)."""
+    fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    tty.setraw(fd)
+    return fd
 
 
 def _write_all(fd: int, data: bytes, stopping: Callable[[], bool], patience: float = 2.0) -> bool:
