@@ -24,6 +24,7 @@ from mpkernel.errors import (
     BoardTimeout,
     CellRefused,
     DeviceError,
+    Interrupted,
     LinkLost,
     MpkernelError,
     PortError,
@@ -118,7 +119,11 @@ class Board:
         self.note: Note = lambda text: None  # the kernel points this at the running cell
         self.busy_reason = ""  # set while a program on the board ignores Ctrl-C
         self._session = ""
-        self._interrupt_requested = False
+        # Interrupts are counted, not flagged: a multi-step operation (an upload of many
+        # chunks) must see an interrupt that arrived between two of its execs.
+        self._interrupts = 0
+        self._cell_mark = 0
+        self._exec_mark = 0
         self.running = False
 
     # -- public facts ---------------------------------------------------------------------
@@ -250,13 +255,19 @@ class Board:
         code: str,
         on_output: Callable[[str], None] | None = None,
         timeout: float | None = None,
+        *,
+        interruptible: bool = True,
     ) -> str:
         """Run code, streaming its stdout; return all of it.
 
-        Raises DeviceError (an exception on the board), BoardReset, LinkLost, BoardTimeout, or
-        an InterruptFailed-style MpkernelError when a program ignored every interrupt.
+        Raises DeviceError (an exception on the board), BoardReset, LinkLost, BoardTimeout,
+        Interrupted (an interrupt arrived before it started), or InterruptFailed when a program
+        ignored every interrupt. `interruptible=False` is for clean-up steps that must run
+        even after the user interrupted the cell.
         """
         data = code.encode()
+        if interruptible and self.interrupt_requested:
+            raise Interrupted("Interrupted before the next step was sent to the board.")
         self.ensure_ready()
         if not self.caps.raw_paste and len(data) > self.caps.max_plain_cell():
             raise CellRefused(
@@ -277,7 +288,7 @@ class Board:
 
         repl = self._repl()
         ladder = InterruptLadder(self, timeout)
-        self._interrupt_requested = False
+        self._exec_mark = self._interrupts
         self.running = True
         try:
             repl.send_code(data, timeout=10.0 + len(data) / 1000)
@@ -293,7 +304,6 @@ class Board:
             raise
         finally:
             self.running = False
-            self._interrupt_requested = False
         tail = decoder.decode(b"", final=True)
         if tail:
             on_bytes(b"")
@@ -310,11 +320,21 @@ class Board:
 
     def interrupt(self) -> None:
         """Ask the running exec to stop. Safe from a signal handler or another thread."""
-        self._interrupt_requested = True
+        self._interrupts += 1
+
+    def start_cell(self) -> None:
+        """Forget interrupts that belonged to earlier cells."""
+        self._cell_mark = self._interrupts
 
     @property
     def interrupt_requested(self) -> bool:
-        return self._interrupt_requested
+        """An interrupt arrived during the current cell."""
+        return self._interrupts > self._cell_mark
+
+    @property
+    def exec_interrupted(self) -> bool:
+        """An interrupt arrived while the current exec ran (what the ladder acts on)."""
+        return self._interrupts > self._exec_mark
 
     def ensure_ready(self) -> None:
         """Connect, reattach, or resync as needed; report a reset that happened between cells."""

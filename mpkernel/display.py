@@ -72,3 +72,48 @@ class TextProgress:
     def close(self, summary: str = "") -> None:
         self._write("\r" + (summary or progress_text(
             self.label, self.done, self.total, self._clock() - self._start)) + "\n")
+
+
+class StreamCleaner:
+    """Turn the board's CRLF text into Jupyter's LF text across chunk boundaries.
+
+    A chunk ending in a bare CR is held back until the next chunk shows whether an LF follows,
+    so a line is never shown, overwritten and shown again.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        self._held = ""
+        if text.endswith("\r"):
+            text, self._held = text[:-1], "\r"
+        return text.replace("\r\n", "\n")
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+def error_content(ename: str, evalue: str, traceback: list[str]) -> dict[str, object]:
+    """The content of a Jupyter `error` message (and of an error execute_reply)."""
+    return {"ename": ename, "evalue": evalue, "traceback": traceback}
+
+
+def user_error_content(err: Exception) -> dict[str, object]:
+    """An MpkernelError (or any other) as an error message a person can read."""
+    from mpkernel.errors import DeviceError, MpkernelError
+
+    if isinstance(err, DeviceError):
+        return error_content(err.ename, err.evalue, err.traceback)
+    if isinstance(err, MpkernelError):
+        lines = [str(err)]
+        boot = getattr(err, "boot_output", "")
+        if boot:
+            lines.append("What the board printed as it booted:")
+            lines.extend("    " + line for line in boot.replace("\r\n", "\n").split("\n"))
+        if err.hint:
+            lines.append(err.hint)
+        return error_content(type(err).__name__, str(err), lines)
+    return error_content(type(err).__name__, str(err), [f"{type(err).__name__}: {err}"])

@@ -304,6 +304,10 @@ def _converse(ser: Any, port: str, baudrate: int, timing: Timing, findings: list
     else:
         findings.append(f"listening: nothing arrived unasked in {timing.listen:.1f} s")
 
+    if any(sig in passive.data for sig in _ROM_DOWNLOAD):
+        # The ROM waits for esptool and ignores Ctrl-C: knocking would only cost time.
+        return _rom_verdict(passive.data, done, baudrate)  # type: ignore[return-value]
+
     answer = _knock(ser, timing, timing.answer)
     if answer:
         findings.append(f"after Ctrl-C, Ctrl-C, Ctrl-B: {_sample(answer)!r}")

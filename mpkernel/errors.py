@@ -62,3 +62,7 @@ class ResetUnsupported(MpkernelError):
 
 class CellRefused(MpkernelError):
     """A cell was refused before anything was sent (control bytes, bad magic arguments)."""
+
+
+class Interrupted(MpkernelError):
+    """The user interrupted the cell between two steps of a multi-step operation."""

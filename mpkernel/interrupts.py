@@ -67,7 +67,7 @@ class InterruptLadder:
             self.timed_out = True
             self.board.note(f"The cell ran longer than {self.timeout:.0f} s; interrupting it.\n")
             self.board.interrupt()
-        if not self.board.interrupt_requested:
+        if not self.board.exec_interrupted:
             return
         if self.started_at is None:
             self.started_at = now

@@ -1,0 +1,64 @@
+"""Port magics: `%ports` lists serial ports, `%doctor` explains a failing connection."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mpkernel import doctor as doctorlib
+from mpkernel import ports as portlib
+from mpkernel.errors import MpkernelError
+from mpkernel.magics import MagicContext, arg, magic
+
+
+@magic("ports")
+def ports(ctx: MagicContext, args: Any) -> None:
+    """List serial ports and what each one probably is (from its USB VID/PID).
+
+    Likely boards come first. Connect to one with %connect PORT, or %connect sim for the
+    emulated micro:bit.
+    """
+    ctx.write(portlib.format_ports(portlib.list_ports()) + "\n")
+
+
+def _same_port(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if "://" in a or "://" in b:
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+@magic(
+    "doctor",
+    arg("port", nargs="?", default=None,
+        help="device path, pyserial URL or 'sim' (default: the kernel's port)"),
+    arg("--baud", type=int, default=None, help="baud rate to try first (default: the kernel's)"),
+)
+def doctor(ctx: MagicContext, args: Any) -> None:
+    """Explain in plain words why a board does not answer, and what to do.
+
+    Checks, each with a time limit: the port exists, permission (the dialout group), another
+    program holding it, what arrives when listening, what answers Ctrl-C / Ctrl-B, the common
+    baud rates, an ESP ROM bootloader, CircuitPython or other firmware. If the kernel is
+    connected to that port, it lets go for the check and reconnects afterwards.
+    """
+    port = args.port
+    if port is None:
+        if ctx.resolve_port is None:
+            raise MpkernelError("%doctor: no port given and the kernel has none configured.",
+                                "Use %doctor PORT; %ports lists them.")
+        try:
+            port = ctx.resolve_port()
+        except MpkernelError as err:
+            # No port can be chosen: that is the diagnosis.
+            ctx.write(err.user_text() + "\n")
+            return
+    board = ctx.peek_board()
+    baud = args.baud or (board.baudrate if board is not None else 115200)
+    if board is not None and (_same_port(port, board.port) or _same_port(port, board.url)):
+        # The kernel holds this port exclusively; the doctor needs it to itself.
+        with board.released(note=ctx.write) as path:
+            ctx.write(doctorlib.diagnose(path, baud).text() + "\n")
+        return
+    ctx.write(doctorlib.diagnose(port, baud).text() + "\n")

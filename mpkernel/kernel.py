@@ -1,0 +1,280 @@
+"""The Jupyter kernel: protocol glue only. Cells run on the board through Board.
+
+Subclassing IPythonKernel gives comms (ipywidgets), history, is_complete and a host-side
+IPython for `%%host` cells; cells themselves never reach the host Python.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ipykernel.ipkernel import IPythonKernel
+from traitlets import Enum, Float, Integer, Unicode
+
+from mpkernel import __version__, cells, display
+from mpkernel.board import Board
+from mpkernel.errors import MpkernelError
+from mpkernel.magics import HelpRequested, MagicContext, registry
+
+
+class MicroPythonKernel(IPythonKernel):
+    implementation = "mpkernel"
+    implementation_version = __version__
+    language_info = {
+        "name": "python",
+        "version": "3",
+        "mimetype": "text/x-python",
+        "file_extension": ".py",
+        "pygments_lexer": "python3",
+        "codemirror_mode": {"name": "python", "version": 3},
+        "nbconvert_exporter": "python",
+    }
+    banner = "mpkernel " + __version__ + ": cells run on a MicroPython board (%help for magics)"
+    help_links = [{"text": "MicroPython docs", "url": "https://docs.micropython.org/"}]
+
+    port = Unicode(
+        "", help="Port of the board: a device path, a pyserial URL, or 'sim' (emulated board)."
+    ).tag(config=True)
+    baudrate = Integer(115200, help="Baud rate of the board's serial port.").tag(config=True)
+    reattach_wait = Float(
+        10.0, help="Seconds to wait for a vanished board to come back before giving up."
+    ).tag(config=True)
+    widgets = Enum(
+        ["auto", "on", "off"], "auto",
+        help="Progress bars and pickers as ipywidgets: on, off, or auto (when the frontend "
+        "has a widget manager).",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.board: Board | None = None
+        self.chosen_port = ""  # set by %connect; wins over everything else
+        self.magic_state: dict[str, Any] = {}
+        self._frontend_has_widgets = False
+        self._parent_header: dict[str, Any] = {}
+
+    # -- where the board is -----------------------------------------------------------------
+    def resolve_port(self) -> str:
+        """%connect, then MPKERNEL_PORT, then config, then the one board found."""
+        chosen = self.chosen_port or os.environ.get("MPKERNEL_PORT", "") or self.port
+        if chosen:
+            return chosen
+        from mpkernel.ports import pick_port
+
+        return pick_port()
+
+    def get_board(self) -> Board:
+        if self.board is None:
+            self.board = Board(self.resolve_port(), self.baudrate, reattach_wait=self.reattach_wait)
+        self.board.note = self._write
+        if not self.board.connected and not self.board.caps.version:
+            self.board.ensure_ready()
+        return self.board
+
+    def attach(self, port: str) -> Board:
+        """Connect to `port` (closing any current board) and make it the kernel's board."""
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+        self.chosen_port = port
+        return self.get_board()
+
+    # -- output ---------------------------------------------------------------------------
+    def _write(self, text: str, name: str = "stdout") -> None:
+        if text:
+            self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
+
+    def _show(self, obj: Any) -> None:
+        from IPython.core.formatters import DisplayFormatter
+
+        data, metadata = DisplayFormatter().format(obj)
+        self.send_response(
+            self.iopub_socket, "display_data", {"data": data, "metadata": metadata}
+        )
+
+    def _widgets_ok(self) -> bool:
+        if self.widgets == "auto":
+            return self._frontend_has_widgets
+        return self.widgets == "on"
+
+    async def comm_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        # JupyterLab and Notebook's widget managers ask about the widget comm target when
+        # they start; a console never does. That is the best sign that widgets will render.
+        target = parent.get("content", {}).get("target_name") or ""
+        if target.startswith("jupyter.widget"):
+            self._frontend_has_widgets = True
+        await super().comm_info_request(stream, ident, parent)
+
+    def _progress(self, label: str, total: int) -> display.Progress:
+        if self._widgets_ok():
+            from mpkernel.widgets import WidgetProgress
+
+            bar = WidgetProgress(label, total)
+            self._show(bar.widget)
+            return bar
+        return display.TextProgress(label, total, self._write)
+
+    def magic_context(self, allow_stdin: bool) -> MagicContext:
+        return MagicContext(
+            get_board=self.get_board,
+            write=self._write,
+            make_progress=self._progress,
+            ask=self.raw_input if allow_stdin else None,
+            show=self._show,
+            state=self.magic_state,
+            widgets_ok=self._widgets_ok(),
+            kernel=self,
+            resolve_port=self.resolve_port,
+            peek_board=lambda: self.board if self.board and self.board.connected else None,
+            attach=self.attach,
+        )
+
+    # -- executing --------------------------------------------------------------------------
+    @contextmanager
+    def _interrupts_to_board(self) -> Iterator[None]:
+        # Both kernelspec interrupt modes arrive as SIGINT in this thread. Turning it into a
+        # request keeps KeyboardInterrupt from landing in the middle of a serial write; the
+        # board's ladder acts on the request within one read tick.
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self.board is not None:
+                self.board.interrupt()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_meta: Any = None,
+        cell_id: Any = None,
+    ) -> dict[str, Any]:
+        cell = cells.parse_cell(code)
+        if cell.cell_magic and cell.cell_magic[0] == "host":
+            # %%host runs on this computer's Python, with IPython's own machinery.
+            return await super().do_execute(
+                cell.cell_magic[2], silent, store_history, user_expressions, allow_stdin
+            )
+        shell = self.shell
+        assert shell is not None
+        count = shell.execution_count
+        if store_history:
+            shell.history_manager.store_inputs(count, code)
+            shell.execution_count += 1
+        reply: dict[str, Any] = {
+            "status": "ok", "execution_count": count, "payload": [], "user_expressions": {},
+        }
+        if self.board is not None:
+            self.board.start_cell()
+        with self._interrupts_to_board():
+            try:
+                self._run_cell(cell, count, silent, allow_stdin, reply)
+            except HelpRequested as shown:
+                self._write(str(shown))
+            except Exception as err:  # every failure becomes one readable error message
+                content = display.user_error_content(err)
+                if not silent:
+                    self.send_response(self.iopub_socket, "error", content)
+                reply.update(status="error", **content)
+                if not isinstance(err, MpkernelError):
+                    self.log.exception("unexpected error in a cell")
+        return reply
+
+    def _run_cell(
+        self, cell: cells.Cell, count: int, silent: bool, allow_stdin: bool, reply: dict
+    ) -> None:
+        magics = registry()
+        ctx = self.magic_context(allow_stdin)
+        for name, line in cell.line_magics:
+            self._run_magic(magics, "%" + name, ctx, line, None)
+        if cell.cell_magic:
+            name, line, body = cell.cell_magic
+            self._run_magic(magics, "%%" + name, ctx, line, body)
+            return
+        if cell.inspect:
+            expr, level = cell.inspect
+            from mpkernel.introspect import inspect_text
+
+            text = inspect_text(self.get_board(), expr, level)
+            reply["payload"].append({"source": "page", "data": {"text/plain": text}, "start": 0})
+            return
+        if cell.code.strip():
+            self._run_code(cell.code, count, silent)
+
+    def _run_magic(
+        self, magics: dict, key: str, ctx: MagicContext, line: str, body: str | None
+    ) -> None:
+        magic = magics.get(key)
+        if magic is None:
+            known = ", ".join(sorted(magics))
+            raise MpkernelError(
+                f"Unknown magic {key}.", f"Known magics: {known}. %help NAME explains one."
+            )
+        args = magic.parse(line)
+        if body is None:
+            magic.handler(ctx, args)
+        else:
+            magic.handler(ctx, args, body)
+
+    def _run_code(self, code: str, count: int, silent: bool) -> None:
+        cells.refuse_control_bytes(code)
+        code, has_result = cells.show_trailing_expression(code)
+        board = self.get_board()
+        board.start_cell()
+        cleaner = display.StreamCleaner()
+        result: list[str] = []
+
+        def on_output(text: str) -> None:
+            if result:
+                result.append(text)
+                return
+            mark = text.find(cells.RESULT_MARK) if has_result else -1
+            if mark >= 0:
+                result.append(text[mark + 1 :])
+                text = text[:mark]
+            if not silent:
+                self._write(cleaner.feed(text))
+
+        try:
+            board.exec(code, on_output=on_output)
+        finally:
+            if not silent:
+                self._write(cleaner.flush())
+        if result and not silent:
+            self.send_response(
+                self.iopub_socket,
+                "execute_result",
+                {"execution_count": count, "data": {"text/plain": "".join(result)}, "metadata": {}},
+            )
+
+    # -- editor help ------------------------------------------------------------------------
+    def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
+        from mpkernel.introspect import complete
+
+        return complete(self.board, code, len(code) if cursor_pos is None else cursor_pos)
+
+    def do_inspect(  # type: ignore[override]
+        self, code: str, cursor_pos: int | None, detail_level: int = 0, omit_sections: Any = ()
+    ) -> dict[str, Any]:
+        from mpkernel.introspect import inspect_reply
+
+        return inspect_reply(
+            self.board, code, len(code) if cursor_pos is None else cursor_pos, detail_level
+        )
+
+    def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+        return super().do_shutdown(restart)
