@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ import serial
 
 from mpkernel import doctor
 from mpkernel.doctor import Timing, Verdict, diagnose
+from mpkernel.errors import PortError
 
 sys.path.insert(0, str(Path(__file__).parent))
 if "fakes" not in serial.protocol_handler_packages:
@@ -197,3 +199,52 @@ def test_emulated_board_busy_then_stopped(sim) -> None:
     assert diag.verdict is Verdict.BUSY_STOPPED, diag.text()
     again = diagnose(sim.pty_path)
     assert again.verdict is Verdict.OK, again.text()
+
+
+# --- the %doctor magic -----------------------------------------------------------------------
+
+
+class _HeldBoard:
+    """Stands in for the kernel's Board: the doctor must release it around the check."""
+
+    def __init__(self, port: str, url: str) -> None:
+        self.port, self.url, self.baudrate = port, url, 115200
+        self.events: list[str] = []
+
+    @contextmanager
+    def released(self, note=print, wait: float = 30.0):
+        self.events.append("released")
+        yield self.url
+        self.events.append("reattached")
+
+
+def _run_doctor(line: str, board=None, resolve=None) -> str:
+    from mpkernel.magics import MagicContext, registry
+
+    out: list[str] = []
+    ctx = MagicContext(get_board=lambda: board, write=out.append, make_progress=None,
+                       resolve_port=resolve, peek_board=lambda: board)
+    spec = registry()["%doctor"]
+    spec.handler(ctx, spec.parse(line))
+    return "".join(out)
+
+
+def test_doctor_magic_releases_the_kernels_board() -> None:
+    board = _HeldBoard("sim", fake("idle"))
+    text = _run_doctor("", board=board, resolve=lambda: "sim")
+    assert board.events == ["released", "reattached"]
+    assert "MicroPython is fine" in text
+
+
+def test_doctor_magic_on_another_port_leaves_the_board_alone() -> None:
+    board = _HeldBoard("/dev/ttyACM0", "/dev/ttyACM0")
+    text = _run_doctor(fake("rom"), board=board)
+    assert board.events == [] and "ROM bootloader" in text
+
+
+def test_doctor_magic_without_a_port_explains_the_choice() -> None:
+    def resolve() -> str:
+        raise PortError("2 ports look like boards; which one?", "Choose one with %connect PORT")
+
+    text = _run_doctor("", resolve=resolve)
+    assert "which one?" in text and "%connect PORT" in text

@@ -144,3 +144,72 @@ def test_cli_lists_ports(capsys, monkeypatch) -> None:
     monkeypatch.setattr(ports, "_default_lister", lister(PICO))
     assert ports.cli_main() == 0
     assert "/dev/ttyACM1" in capsys.readouterr().out
+
+
+# --- %ports and the widgets ------------------------------------------------------------------
+
+
+def test_ports_magic_prints_the_table(monkeypatch) -> None:
+    from mpkernel.magics import MagicContext, registry
+
+    monkeypatch.setattr(ports, "_default_lister", lister(ONBOARD, MICROBIT))
+    out: list[str] = []
+    ctx = MagicContext(get_board=lambda: None, write=out.append, make_progress=None)
+    spec = registry()["%ports"]
+    spec.handler(ctx, spec.parse(""))
+    assert "1. /dev/ttyACM2" in "".join(out) and "micro:bit" in "".join(out)
+    assert "VID/PID" in spec.help
+
+
+def test_port_picker_connects_to_the_chosen_port() -> None:
+    from mpkernel import widgets
+    from mpkernel.errors import MpkernelError
+
+    infos = ports.list_ports(lister(ONBOARD, PICO))
+    chosen: list[str] = []
+    picker = widgets.port_picker(infos, chosen.append)
+    labels = [label for label, _ in picker.dropdown.options]
+    assert labels[0].startswith("/dev/ttyACM1 - Raspberry Pi")
+    assert labels[-1] == widgets.SIM_LABEL
+    assert picker.dropdown.value == "/dev/ttyACM1"
+    picker.dropdown.value = "sim"
+    picker.button.click()
+    assert chosen == ["sim"] and "Connected to sim" in picker.status.value
+
+    def refuse(port: str) -> None:
+        raise MpkernelError(f"{port} is in use by another program (PID 42 (screen)).", "Close it.")
+
+    failing = widgets.port_picker(infos, refuse)
+    failing.button.click()
+    assert "PID 42" in failing.status.value and not failing.button.disabled
+
+
+def test_widget_progress_updates_and_leaves_the_summary() -> None:
+    from mpkernel import widgets
+
+    now = [0.0]
+    shown: list = []
+    bar = widgets.WidgetProgress("upload main.py", 2048, show=shown.append,
+                                 clock=lambda: now[0])
+    assert shown == [bar.widget]
+    now[0] = 1.0
+    bar.update(1024)
+    assert bar.bar.value == 1024 and "50%" in bar.text.value and "1.0 KB/s" in bar.text.value
+    now[0] = 1.01
+    bar.update(1100)  # within the redraw gap: not drawn
+    assert bar.bar.value == 1024
+    bar.update(2048)  # the end is always drawn
+    bar.close("main.py: 2.0 KB in 1.0 s, verified")
+    assert bar.text.value == "main.py: 2.0 KB in 1.0 s, verified"
+    assert bar.bar.bar_style == "success"
+
+
+def test_importing_mpkernel_does_not_import_ipywidgets() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, mpkernel, mpkernel.ports, mpkernel.doctor, mpkernel.magics; "
+            "mpkernel.magics.registry(); print('ipywidgets' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
