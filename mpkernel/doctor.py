@@ -208,6 +208,11 @@ def _is_local(port: str) -> bool:
     return "://" not in port
 
 
+def _is_path(port: str) -> bool:
+    # Windows COM ports are not files: existence and permission show only when opening.
+    return _is_local(port) and os.name == "posix"
+
+
 def _group_hint(path: str) -> str:
     try:
         import grp
@@ -248,7 +253,7 @@ def diagnose(
     def done(verdict: Verdict, summary: str, next_step: str = "", rate: int | None = None):
         return Diagnosis(port, verdict, summary, next_step, findings, rate)
 
-    if _is_local(port):
+    if _is_path(port):
         if not os.path.exists(port):
             return done(Verdict.MISSING, f"{port} does not exist.",
                         "Pick one of the ports that exist:\n" + _ports_listing(lister)
@@ -280,9 +285,13 @@ def diagnose(
 
 def _open_failure(port: str, err: Exception, findings: list[str], done: Callable) -> Diagnosis:
     code = getattr(err, "errno", None)
+    text = str(err)
+    if code is None:  # pyserial on Windows names the OS error only in its message
+        code = (errno.EACCES if "PermissionError" in text or "Access is denied" in text
+                else errno.ENOENT if "FileNotFoundError" in text else None)
     if code in (errno.EACCES, errno.EPERM):
         return done(Verdict.PERMISSION, f"Permission denied on {port}.", _group_hint(port))
-    if code in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EBUSY) or "lock" in str(err).lower():
+    if code in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EBUSY) or "lock" in text.lower():
         holders = portlib.describe_holders(portlib.who_holds(port)) if _is_local(port) else ""
         return done(Verdict.IN_USE, f"{port} is in use by another program ({holders}).",
                     "Close that program (another kernel, a terminal, an IDE) and try again.")

@@ -59,6 +59,9 @@ def doctor(ctx: MagicContext, args: Any) -> None:
     if board is not None and (_same_port(port, board.port) or _same_port(port, board.url)):
         # The kernel holds this port exclusively; the doctor needs it to itself.
         with board.released(note=ctx.write) as path:
-            ctx.write(doctorlib.diagnose(path, baud).text() + "\n")
+            diag = doctorlib.diagnose(path, baud)
+            if diag.ok:
+                diag.next_step = "The kernel reconnects to it now."
+            ctx.write(diag.text() + "\n")
         return
     ctx.write(doctorlib.diagnose(port, baud).text() + "\n")
