@@ -321,10 +321,17 @@ def flash_esp(port: str, firmware: str | Path | bytes, *, chip: str = "auto",
         except FlashError as err:
             if not err.retryable:
                 raise
+            first = err
             write(f"{err}\nRetrying once at {ROM_BAUD} baud...\n")
         try:
             return _flash_once(port, data, name, chip, erase, ROM_BAUD, before,
                                connect_attempts, use_stub, write, logger)
+        except FlashError as second:
+            # The first failure says what went wrong; the retry's (often "cannot open the
+            # port" once a cable is out) only adds to it.
+            if str(second) != str(first):
+                first.hint += f"\n(Retrying at {ROM_BAUD} baud failed too: {second})"
+            raise first from None
         finally:
             logger.finish()
 
