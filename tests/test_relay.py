@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -22,6 +23,8 @@ from harness.relay import (
     Relay,
     comports_with,
 )
+
+from mpkernel.sim import Simulator
 
 pytestmark = pytest.mark.device
 
@@ -190,3 +193,15 @@ def test_injected_noise_and_stale_exchange_arrive(relay: Relay) -> None:
         relay.inject_to_board(STALE_HALF_CELL)  # a dead client's half-sent cell, in raw mode
         read_until(port, RAW_BANNER)
         assert exec_raw(port, b"print('clean')") == b"clean\r\n"  # Ctrl-C clears the half line
+
+
+def test_stop_ends_every_thread(sim: Simulator, sim_fd: int) -> None:
+    relay = Relay(sim, front="rfc2217", board_fd=sim_fd, rate=BAUD_115200, latency=0.016)
+    with open_port(relay.url) as port:
+        port.dtr, port.rts = False, True  # EN low: the board is held in reset (VM paused)
+        assert "paused" in sim.monitor("info status")
+        relay.replug_after(30)  # a pending timer must not outlive stop() either
+        relay.stop()
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("relay-")]
+    assert alive == [], alive
+    assert "running" in sim.monitor("info status")  # the shared VM is never left paused

@@ -1,29 +1,22 @@
 """A fault-injecting relay between the kernel and the emulated micro:bit.
 
-The relay holds QEMU's UART pty open for its whole life, so the board's output is never dropped
-and QEMU's "reader appeared" delay is paid once, and serves the host side through a front end
-that can be pulled and plugged back in:
+The relay holds QEMU's UART pty open for its whole life (no output lost, QEMU's ~1 s "reader
+appeared" delay paid once) and serves the host through a front end that can be unplugged:
 
-- ``front="pty"``: a fresh pty pair behind a stable symlink (``<dir>/ttyACM0``). No modem lines,
-  like the bare QEMU pty. Unplug closes the master and removes the symlink. What the kernel
-  sees then (measured, pyserial 3.5): ``read()`` raises ``SerialException("device reports
-  readiness to read but returned no data (device disconnected or multiple access on port?)")``
-  and ``write()`` raises ``SerialException("write failed: [Errno 5] Input/output error")``;
-  opening the vanished path raises ``SerialException`` (errno 2).
-- ``front="rfc2217"``: a one-client RFC 2217 server on 127.0.0.1, opened as
-  ``rfc2217://127.0.0.1:PORT``. It carries DTR/RTS, wired like the ESP32 auto-reset circuit:
-  EN is low while RTS is asserted and DTR is not. EN low pauses the VM (held in reset, input
-  dropped); EN rising resets it (``system_reset``) and resumes it. Unplug drops the connection
-  and stops listening. The kernel then sees (measured): the first ``read()`` returns ``b""``
-  (pyserial's reader thread saw EOF), later reads raise ``SerialException("connection failed
-  (reader thread died)")``; ``write()`` raises ``SerialException("connection failed (socket
-  error): [Errno 32] Broken pipe")`` (the first write after the drop may still succeed);
-  opening raises ``SerialException("Could not open port ...: [Errno 111] Connection refused")``.
+- "pty": a pty pair behind a stable symlink (<dir>/ttyACM0); no modem lines, like QEMU's pty.
+  After unplug (measured, pyserial 3.5) read() raises SerialException("device reports
+  readiness to read but returned no data ..."), write() SerialException("write failed: [Errno
+  5] Input/output error"), and opening the vanished path SerialException ([Errno 2]).
+- "rfc2217": a one-client RFC 2217 server, rfc2217://127.0.0.1:PORT, carrying DTR/RTS wired
+  like the ESP32 auto-reset circuit: EN is low while RTS is asserted and DTR is not. EN low
+  pauses the VM (held in reset, input dropped); EN rising resets and resumes it. After unplug
+  read() raises SerialException("connection failed (reader thread died)") (a read already
+  waiting returns b"" first), write() SerialException("connection failed (socket error):
+  [Errno 32] Broken pipe") (the first write may still pass), and opening SerialException
+  ("Could not open port ...: [Errno 111] Connection refused").
 
-Both directions pass through a `_Pipe`: an optional line rate (bytes/s, 115200 baud = 11,520)
-and a one-way latency; order is kept. Faults: `unplug`/`replug`, `reset_board`,
-`reset_after_bytes`/`reset_when`, `inject_to_host`/`inject_to_board`. Every delivered chunk and
-event goes to a bounded traffic log (`log_text()`) for debugging failed tests.
+Each direction is a `_Pipe` with an optional line rate (115200 baud = 11,520 bytes/s) and a
+one-way latency, order kept. Every delivered chunk and event goes to a bounded traffic log.
 """
 
 from __future__ import annotations
@@ -203,48 +196,36 @@ class _PtyFront:
 class _ModemLines:
     """The 'serial port' PortManager drives: settings are stored, DTR/RTS changes reported."""
 
-    def __init__(self, changed: Callable[[], None], purge: Callable[[], None]) -> None:
+    def __init__(self, changed: Callable[[], None]) -> None:
         self.baudrate, self.bytesize, self.parity, self.stopbits = 115200, 8, "N", 1
         self.xonxoff = self.rtscts = self.break_condition = False
         self.cts = self.dsr = self.ri = self.cd = False  # a bare bridge: no inputs asserted
-        self._dtr = self._rts = False
-        self._changed, self.reset_input_buffer = changed, purge
+        self.dtr = self.rts = False
+        self._changed = changed  # set last: the assignments above are not line changes
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name in ("dtr", "rts") and "_changed" in self.__dict__:
+            self._changed()
+
+    def reset_input_buffer(self) -> None:
+        """A purge drops nothing here: queued output is what the board has not printed yet."""
 
     def reset_output_buffer(self) -> None:
-        """Nothing is buffered on the way to the board beyond the pipe; keep it."""
-
-    @property
-    def dtr(self) -> bool:
-        return self._dtr
-
-    @dtr.setter
-    def dtr(self, value: bool) -> None:
-        self._dtr = bool(value)
-        self._changed()
-
-    @property
-    def rts(self) -> bool:
-        return self._rts
-
-    @rts.setter
-    def rts(self, value: bool) -> None:
-        self._rts = bool(value)
-        self._changed()
+        """Likewise: bytes queued towards the board are already on the wire."""
 
 
 class _Rfc2217Front:
     """A one-client RFC 2217 server; DTR/RTS drive EN like an ESP32 dev board's bridge."""
 
-    def __init__(
-        self, port: int, on_en: Callable[[bool, bool, bool], None], on_purge: Callable[[], None]
-    ) -> None:
+    def __init__(self, port: int, on_en: Callable[[bool, bool, bool], None]) -> None:
         self._listener = socket.create_server(("127.0.0.1", port))  # SO_REUSEADDR on POSIX
         self.port = self._listener.getsockname()[1]
         self.url = f"rfc2217://127.0.0.1:{self.port}"
-        self._on_en, self._on_purge = on_en, on_purge
+        self._on_en = on_en
         self._conn: socket.socket | None = None
         self._manager: PortManager | None = None
-        self._lines = _ModemLines(self._lines_changed, on_purge)
+        self._lines = _ModemLines(self._lines_changed)
         self._send_lock = threading.Lock()
         self.closed = False
 
@@ -260,7 +241,7 @@ class _Rfc2217Front:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # latency is ours
             conn.settimeout(2.0)
             self._conn = conn
-            self._lines = _ModemLines(self._lines_changed, self._on_purge)
+            self._lines = _ModemLines(self._lines_changed)
             # PortManager answers telnet/RFC 2217 requests through .write, unescaped.
             self._manager = PortManager(self._lines, SimpleNamespace(write=self._send))
             return b""
@@ -279,8 +260,8 @@ class _Rfc2217Front:
         if conn is not None:
             conn.close()
         # Closing a real port drops DTR and RTS together, which leaves EN high.
-        self._lines._dtr = self._lines._rts = False
-        self._lines_changed()
+        self._lines.dtr = False
+        self._lines.rts = False
 
     def _lines_changed(self) -> None:
         lines = self._lines
@@ -411,7 +392,7 @@ class Relay:
                 self._name = self.front.link.name
             else:
                 port = int(name or self._name)
-                self.front = _Rfc2217Front(port, on_en=self._on_en, on_purge=self._on_purge)
+                self.front = _Rfc2217Front(port, on_en=self._on_en)
                 self._name = str(self.front.port)  # "0" became a real port: replug reuses it
             self._url = self.front.url
             if self._held_in_reset:
@@ -423,7 +404,7 @@ class Relay:
     def replug_after(self, seconds: float, name: str | None = None) -> threading.Timer:
         """Replug from a timer, for tests that block in the kernel while the cable is out."""
         timer = threading.Timer(seconds, self.replug, args=(name,))
-        timer.daemon = True
+        timer.daemon, timer.name = True, "relay-replug"
         self._timers.append(timer)
         timer.start()
         return timer
@@ -557,15 +538,14 @@ class Relay:
 
     def _write_out(self, direction: str, piece: bytes) -> None:
         if direction == TO_BOARD:
-            if self._held_in_reset:
-                self.counters["dropped"] += len(piece)  # a board held in reset hears nothing
-                return
-            self._write_board(piece)
+            # A board held in reset hears nothing.
+            ok = not self._held_in_reset and self._write_board(piece)
         else:
             front = self.front
-            if front is None or not front.write(piece):
-                self.counters["dropped"] += len(piece)
-                return
+            ok = front is not None and front.write(piece)
+        if not ok:
+            self.counters["dropped"] += len(piece)
+            return
         self.counters[direction] += len(piece)
         self.log.append((time.monotonic(), direction, piece))
 
@@ -596,9 +576,8 @@ class Relay:
         trigger.fired_at = time.monotonic()
         trigger.fired.set()
 
-    def _write_board(self, data: bytes) -> None:
-        if not _write_all(self._board_fd, data, lambda: self._stopping):
-            self.counters["dropped"] += len(data)
+    def _write_board(self, data: bytes) -> bool:
+        return _write_all(self._board_fd, data, lambda: self._stopping)
 
     def _hold_reset(self, hold: bool) -> None:
         """EN low pauses the VM (held in reset); EN rising reboots and resumes it."""
@@ -623,9 +602,6 @@ class Relay:
                 self._event("EN rose with DTR asserted: bootloader entry requested")
             self._hold_reset(en_low)
 
-    def _on_purge(self) -> None:
-        self.counters["dropped"] += self.to_host.clear()
-
     def _io_loop(self) -> None:
         """Move bytes from the board and from the host front into the pipes."""
         while not self._stopping:
@@ -642,6 +618,9 @@ class Relay:
                     data = os.read(self._board_fd, 4096)
                 except BlockingIOError:
                     data = b""
+                except OSError as exc:  # EIO: QEMU exited; select would now spin on the fd
+                    self._event(f"board pty failed: {exc}; relay stops reading")
+                    return
                 if data:
                     with self._board_cond:
                         self._board_tail += data
