@@ -110,7 +110,7 @@ def parse_download_page(html: str, board: str) -> list[Release]:
     """Every image of `board` (variant included) linked from a micropython.org download page."""
     pattern = re.compile(
         r'href="(?P<url>[^"]*/resources/firmware/' + re.escape(board)
-        + r'-(?P<date>\d{8})-v(?P<version>[0-9][0-9A-Za-z.\-]*?)(?P<ext>\.bin|\.uf2|\.hex)")'
+        + r'-(?P<date>\d{8})-v(?P<version>[0-9][0-9A-Za-z.\-]*?)(?P<ext>\.bin|\.uf2|\.hex))"'
     )
     found: dict[str, Release] = {}
     for m in pattern.finditer(html):
