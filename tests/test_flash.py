@@ -155,6 +155,30 @@ def test_erase_with_yes_erases_everything_then_flashes_and_attaches(tmp_path):
     assert "Now running MicroPython v1.24.1" in "".join(out)
 
 
+def test_a_board_that_re_enumerates_is_attached_under_its_new_name(tmp_path, monkeypatch):
+    import mpkernel.magics.flash as magic_module
+
+    emu, url = board_with_old_firmware("renamed")
+    image = tmp_path / "fw.bin"
+    image.write_bytes(IMAGE)
+    identity = object()
+    monkeypatch.setattr(magic_module, "identity_of", lambda port: identity)
+    monkeypatch.setattr(magic_module, "find_by_identity",
+                        lambda ident: "/dev/ttyACM1" if ident is identity else None)
+    attached: list[str] = []
+
+    def attach(port: str):
+        attached.append(port)
+        raise FlashError("no REPL on /dev/ttyACM1 yet")
+
+    out: list[str] = []
+    run_magic(magic_ctx(out, attach=attach), f"{image} --port {url}")
+    text = "".join(out)
+    assert attached == ["/dev/ttyACM1"] and "came back as /dev/ttyACM1" in text
+    # the flash succeeded; the REPL not coming back is said plainly, not raised
+    assert "written and verified, but the REPL did not come back" in text
+
+
 def test_cli_flashes_a_file(tmp_path, capsys):
     emu, url = board_with_old_firmware("cli")
     image = tmp_path / "ESP32_GENERIC-20241129-v1.24.1.bin"

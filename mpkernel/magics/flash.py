@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from mpkernel.flash import (
     is_drive_image,
 )
 from mpkernel.magics import MagicContext, arg, magic
+from mpkernel.ports import find_by_identity, identity_of
 
 
 @magic(
@@ -66,7 +68,9 @@ def flash(ctx: MagicContext, args: argparse.Namespace) -> None:
     if board is not None and getattr(board, "connected", False) and board.url == port:
         _flash_released(ctx, board, run)
         return
+    identity = identity_of(port)
     result = run(port)
+    port = _find_again(port, identity, ctx.write)
     if ctx.attach is None:
         ctx.write(f"Flashed {result.firmware}. Connect with %connect {port}.\n")
         return
@@ -101,6 +105,25 @@ def _flash_released(ctx: MagicContext, board: Any, run: Callable[[str], FlashRes
         raise flash_error
     assert result is not None
     ctx.write(f"Now running {board.firmware or 'MicroPython'}.\n")
+
+
+def _find_again(port: str, identity: Any, write: Callable[[str], None],
+                wait: float = 10.0) -> str:
+    """Where the board is after its reset: native-USB chips re-enumerate, maybe renamed."""
+    if identity is None:
+        return port
+    deadline = time.monotonic() + wait
+    while True:
+        found = find_by_identity(identity)
+        if found is not None:
+            if found != port:
+                write(f"The board came back as {found} (was {port}).\n")
+            return found
+        if time.monotonic() >= deadline:
+            return port  # let attach() report what it finds there
+        # Nothing to read from a port that does not exist yet: look at the USB list again
+        # shortly (the OS lists a re-enumerated device within about a second).
+        time.sleep(0.2)
 
 
 def _board_spec_is_drive(text: str) -> bool:
