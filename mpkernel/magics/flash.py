@@ -86,12 +86,12 @@ def flash(ctx: MagicContext, args: argparse.Namespace) -> None:
 def _flash_released(ctx: MagicContext, board: Any, run: Callable[[str], FlashResult]) -> None:
     """Flash through the kernel's board: release its port, flash, find the board again."""
     result: FlashResult | None = None
-    flash_error: FlashError | None = None
+    flash_error: MpkernelError | None = None
     try:
         with board.released(note=ctx.write) as path:
             try:
                 result = run(path)
-            except FlashError as err:
+            except MpkernelError as err:
                 # Keep the flash's own error: the reattach that follows must not hide it.
                 flash_error = err
     except MpkernelError as err:
