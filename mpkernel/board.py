@@ -40,6 +40,17 @@ if TYPE_CHECKING:
 
 Note = Callable[[str], None]
 
+# An idle raw prompt acknowledges a program within milliseconds (the paced writes themselves
+# take the wire time); longer means something else is running.
+ACK_TIMEOUT = 2.0
+
+_SOFTWARE_RESET = b"""\
+try:
+ import machine;machine.reset()
+except ImportError:
+ import microbit;microbit.reset()
+"""
+
 # One exec that reads what the firmware has, inside a function so it leaves no names behind.
 _PROBE = """\
 def __mpk_probe():
@@ -152,12 +163,7 @@ class Board:
     # -- connecting -----------------------------------------------------------------------
     def connect(self) -> str:
         """Open the port, catch whatever runs on the board, probe it; return the summary."""
-        if self.port == "sim" and self.simulator is None:
-            from mpkernel.sim import Simulator
-
-            self.simulator = Simulator().start()
-            self.url = self.simulator.pty_path
-        self._open()
+        self.open_port()
         stopped = self._sync(first=True)
         line = self.summary()
         return f"{line}\n{stopped}" if stopped else line
@@ -291,7 +297,7 @@ class Board:
         self._exec_mark = self._interrupts
         self.running = True
         try:
-            repl.send_code(data, timeout=10.0 + len(data) / 1000)
+            self._send(data)
             stderr = repl.follow(on_bytes, ladder.tick)
         except ResetDuringExec as reset:
             raise self._after_reset(reset, during="while the cell ran") from None
@@ -312,6 +318,20 @@ class Board:
             ename, evalue, lines = cells.parse_traceback(stderr.decode(errors="replace"))
             raise DeviceError(ename, evalue, lines)
         return "".join(collected)
+
+    def _send(self, data: bytes) -> None:
+        """Send a program; if the board does not acknowledge, catch what runs and resend once.
+
+        An idle raw prompt answers within milliseconds, so a missing acknowledgement means a
+        program started since the last cell (a reset ran main.py, a button was pressed).
+        """
+        try:
+            self._repl().send_code(data, timeout=ACK_TIMEOUT)
+        except BoardTimeout:
+            stopped = self._sync()
+            if stopped:
+                self.note(stopped + "\n")
+            self._repl().send_code(data, timeout=ACK_TIMEOUT)
 
     def eval(self, expression: str) -> Any:
         """Evaluate an expression on the board and return its value (literals only)."""
@@ -382,27 +402,64 @@ class Board:
     def hard_reset(self) -> str:
         """Reset as the button does, through the best means the link has; then catch the board."""
         how = self._pulse_reset()
-        self._repl().discard_input(quiet_for=0.3, limit=3.0)
+        # The boot text goes to the catch, which reports what main.py printed before it
+        # was stopped.
         stopped = self._sync()
         text = f"Hard reset ({how}) done: the board rebooted and its variables are gone."
         return f"{text}\n{stopped}" if stopped else text
 
-    def _pulse_reset(self) -> str:
+    def open_port(self) -> None:
+        """Open the port (starting the emulator for "sim") without talking to the board."""
+        if self.connected:
+            return
+        if self.port == "sim" and self.simulator is None:
+            from mpkernel.sim import Simulator
+
+            self.simulator = Simulator().start()
+            self.url = self.simulator.pty_path
+        self._open()
+
+    def resync(self) -> str:
+        """Reach a verified raw prompt again (probing the firmware if never done)."""
+        return self._sync(first=not self.caps.version)
+
+    def pulse_hard_reset(self) -> str:
+        """Reset through the hardware only (the emulator's line, or DTR/RTS); say how."""
         if self.simulator is not None:
             self.simulator.hard_reset()
             return "the emulator's reset line"
-        link = self.link
-        if link is None:
+        if self.link is None:
             raise LinkLost("Not connected.", "Connect first with %connect.")
+        self.link.pulse_reset()
+        return "EN pulsed through RTS"
+
+    def file_exists(self, name: str) -> bool:
+        out = self._run_quiet(
+            "def __mpk_f():\n try:\n  import os\n except ImportError:\n  import uos as os\n"
+            f" print({name!r} in os.listdir())\n__mpk_f()\ndel __mpk_f"
+        )
+        return out.strip().endswith("True")
+
+    def rename_file(self, old: str, new: str) -> None:
+        """Rename on the board; by copy and remove where the firmware has no os.rename."""
+        self._run_quiet(
+            "def __mpk_mv(a,b):\n try:\n  import os\n except ImportError:\n  import uos as os\n"
+            " if hasattr(os,'rename'):\n  os.rename(a,b);return\n"
+            " with open(a,'rb') as s:\n  with open(b,'wb') as d:\n   while True:\n"
+            "    c=s.read(256)\n    if not c:break\n    d.write(c)\n os.remove(a)\n"
+            f"__mpk_mv({old!r},{new!r})\ndel __mpk_mv",
+            timeout=30.0,
+        )
+
+    def _pulse_reset(self) -> str:
         try:
-            link.pulse_reset()
-            return "EN pulsed through RTS"
+            return self.pulse_hard_reset()
         except ResetUnsupported:
             if self.busy_reason:
                 raise
         # No modem lines, but the REPL answers: ask the firmware to reset itself.
-        link.write(b"import machine\r\nmachine.reset()\x04")
-        return "machine.reset()"
+        self._repl().send_code(_SOFTWARE_RESET, ACK_TIMEOUT)
+        return "the firmware's own reset()"
 
     # -- losing and finding the board ------------------------------------------------------
     def _drop_link(self) -> None:

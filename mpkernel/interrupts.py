@@ -129,6 +129,8 @@ def describe_stopped(seen: bytes) -> str:
         return ""
     files = [m["file"] for m in _MAIN_TRACE.finditer(text[at:])]
     outer = files[0] if files else "<stdin>"
+    # The micro:bit names its main.py "__main__" in tracebacks.
+    outer = "main.py" if outer == "__main__" else outer
     what = "a program" if outer in ("<stdin>", "<string>") else outer
     before = [
         line for line in text[:at].split("\n")

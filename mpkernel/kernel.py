@@ -55,7 +55,6 @@ class MicroPythonKernel(IPythonKernel):
         self.chosen_port = ""  # set by %connect; wins over everything else
         self.magic_state: dict[str, Any] = {}
         self._frontend_has_widgets = False
-        self._parent_header: dict[str, Any] = {}
 
     # -- where the board is -----------------------------------------------------------------
     def resolve_port(self) -> str:
@@ -89,12 +88,11 @@ class MicroPythonKernel(IPythonKernel):
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
 
     def _show(self, obj: Any) -> None:
-        from IPython.core.formatters import DisplayFormatter
+        # IPython's display() goes through the shell's display publisher, which knows the
+        # current cell (parent header) and handles widgets' mimebundles.
+        from IPython.display import display as ipython_display
 
-        data, metadata = DisplayFormatter().format(obj)
-        self.send_response(
-            self.iopub_socket, "display_data", {"data": data, "metadata": metadata}
-        )
+        ipython_display(obj)
 
     def _widgets_ok(self) -> bool:
         if self.widgets == "auto":
@@ -113,9 +111,7 @@ class MicroPythonKernel(IPythonKernel):
         if self._widgets_ok():
             from mpkernel.widgets import WidgetProgress
 
-            bar = WidgetProgress(label, total)
-            self._show(bar.widget)
-            return bar
+            return WidgetProgress(label, total, show=self._show)
         return display.TextProgress(label, total, self._write)
 
     def magic_context(self, allow_stdin: bool) -> MagicContext:

@@ -65,8 +65,11 @@ class Simulator:
             "-nographic", "-serial", "pty",
             "-monitor", f"unix:{self.monitor_path},server,nowait",
         ]
+        # A session of its own: Jupyter interrupts a kernel by signalling its process group,
+        # and that SIGINT must stop the cell, not kill the emulated board.
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         atexit.register(self.stop)
         assert self._proc.stdout is not None
@@ -124,6 +127,14 @@ class Simulator:
     def hard_reset(self) -> None:
         """Like pressing the reset button: the board reboots, files survive."""
         self.monitor("system_reset")
+
+    def wait(self, timeout: float) -> None:
+        """Block until QEMU exits or `timeout` passes."""
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
 
     @property
     def running(self) -> bool:

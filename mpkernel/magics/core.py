@@ -1,0 +1,152 @@
+"""Connection magics: %connect, %disconnect, %reset, %rescue, %help, and %%host."""
+
+from __future__ import annotations
+
+import argparse
+
+from mpkernel.errors import MpkernelError
+from mpkernel.magics import MagicContext, arg, magic, registry
+
+
+@magic(
+    "connect",
+    arg("port", nargs="?", help="device path, pyserial URL, `sim`, or a number from the list"),
+    arg("--baud", type=int, default=None, help="baud rate (default 115200)"),
+    arg("--rescue", action="store_true", help="recover a board whose program ignores Ctrl-C"),
+)
+def connect(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """Connect to a board: `%connect /dev/ttyUSB0`, `%connect rfc2217://host:2217`,
+    `%connect sim` (the emulated micro:bit), or `%connect` alone to choose from a list.
+
+    Without a port, the serial ports are listed with what they probably are: a dropdown where
+    widgets render, a numbered list otherwise (then `%connect 2` picks the second).
+    """
+    from mpkernel.ports import format_ports, list_ports
+
+    kernel = ctx.kernel
+    if args.baud is not None and kernel is not None:
+        kernel.baudrate = args.baud
+    port = args.port
+    if port is None:
+        found = list_ports()
+        ctx.state["listed_ports"] = [p.device for p in found]
+        if ctx.widgets_ok:
+            from mpkernel.widgets import port_picker
+
+            ctx.display(port_picker(found, on_connect=_attach_and_say(ctx)))
+            return
+        listing = format_ports(found) if found else "No serial ports found."
+        ctx.write(
+            f"{listing}\nChoose one with %connect N (a number above), %connect PORT, "
+            "or %connect sim for the emulated micro:bit.\n"
+        )
+        return
+    if port.isdigit():
+        listed = ctx.state.get("listed_ports") or [p.device for p in list_ports()]
+        index = int(port) - 1
+        if not 0 <= index < len(listed):
+            raise MpkernelError(
+                f"There is no port number {port} in the list.",
+                "Run %connect alone to list the ports again.",
+            )
+        port = listed[index]
+    if args.rescue:
+        _rescue_on(ctx, port)
+        return
+    _attach_and_say(ctx)(port)
+
+
+def _attach_and_say(ctx: MagicContext):  # noqa: ANN202 - a callback for the picker too
+    def attach(port: str) -> None:
+        if ctx.attach is None:
+            raise MpkernelError("This context cannot connect to a board.")
+        ctx.attach(port)
+
+    return attach
+
+
+def _rescue_on(ctx: MagicContext, port: str) -> None:
+    from mpkernel.board import Board
+    from mpkernel.rescue import rescue
+
+    kernel = ctx.kernel
+    if kernel is not None:
+        if kernel.board is not None:
+            kernel.board.close()
+        kernel.chosen_port = port
+        kernel.board = Board(port, kernel.baudrate, reattach_wait=kernel.reattach_wait)
+        kernel.board.note = ctx.write
+        board = kernel.board
+    else:
+        board = Board(port)
+    ctx.write(rescue(board, ctx.write, ctx.confirm) + "\n")
+    ctx.write(board.summary() + "\n")
+
+
+@magic("disconnect")
+def disconnect(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """Close the board's port so other programs can use it (the next cell reconnects)."""
+    kernel = ctx.kernel
+    board = ctx.peek_board()
+    if kernel is not None and kernel.board is not None:
+        kernel.board.close()
+        kernel.board = None
+    ctx.write("Disconnected.\n" if board is not None else "No board was connected.\n")
+
+
+@magic(
+    "reset",
+    arg("--soft", action="store_true", help="soft reset (default): clear variables"),
+    arg("--hard", action="store_true", help="hard reset, like the reset button"),
+)
+def reset(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """Reset the board. `--soft` (the default) clears its variables without running main.py;
+    `--hard` reboots it like the reset button (boot.py and main.py run, and mpkernel stops
+    main.py if it is still running, to give you the prompt)."""
+    if args.soft and args.hard:
+        raise MpkernelError("Choose one of --soft and --hard.", "%reset --soft or %reset --hard")
+    board = ctx.board
+    ctx.write((board.hard_reset() if args.hard else board.soft_reset()) + "\n")
+
+
+@magic("rescue")
+def rescue_magic(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """Recover a board whose program ignores Ctrl-C: hard reset (DTR/RTS where the hardware
+    allows, or you press the reset button), Ctrl-C from the first moment of boot, then an
+    offer to rename main.py so the next boot is quiet. Files are kept."""
+    from mpkernel.rescue import rescue
+
+    kernel = ctx.kernel
+    if kernel is not None and kernel.board is None:
+        from mpkernel.board import Board
+
+        kernel.board = Board(kernel.resolve_port(), kernel.baudrate)
+    board = kernel.board if kernel is not None else ctx.board
+    board.note = ctx.write
+    ctx.write(rescue(board, ctx.write, ctx.confirm) + "\n")
+
+
+@magic("help", arg("name", nargs="?", help="a magic's name, with or without %"))
+def help_magic(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """List the magics, or explain one: `%help put`."""
+    magics = registry()
+    if args.name:
+        name = args.name.lstrip("%")
+        found = [m for key, m in magics.items() if key.lstrip("%") == name]
+        if not found:
+            raise MpkernelError(f"No magic named {args.name}.", "%help lists them all.")
+        for m in found:
+            ctx.write(m.parser().format_help() + "\n")
+        return
+    lines = ["Magics (run %help NAME for one; `obj?` shows help on a name):"]
+    for key in sorted(magics):
+        first = magics[key].help.split("\n")[0]
+        lines.append(f"  {key:<14} {first}")
+    ctx.write("\n".join(lines) + "\n")
+
+
+@magic("host", cell=True)
+def host(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
+    """Run the cell on this computer's Python (IPython), not on the board: for plotting data
+    pulled with %get, preparing files, or anything the board cannot do."""
+    raise MpkernelError("%%host cells are run by the kernel itself.")

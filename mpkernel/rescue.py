@@ -1,0 +1,80 @@
+"""Rescue: get a prompt back from a board whose program ignores Ctrl-C.
+
+A program that catches everything spends its time inside its `try`, so interrupts almost
+never land outside it. Boot is the moment it is unprotected: reset the board and send Ctrl-C
+from the first instant, so boot.py or the first lines of main.py are interrupted. Only when
+every step that keeps the board's files has failed does the message mention re-flashing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mpkernel.errors import MpkernelError, ResetUnsupported
+from mpkernel.rawrepl import FRIENDLY_PROMPT, RAW_BANNER
+
+if TYPE_CHECKING:
+    from mpkernel.board import Board
+
+SPAM_EVERY = 0.02  # one Ctrl-C per 20 ms: dense enough to land in a boot's first statements
+SPAM_FOR = 4.0  # after a reset we control
+SPAM_FOR_BUTTON = 15.0  # while the user presses the reset button
+
+
+class RescueFailed(MpkernelError):
+    """Every non-destructive step failed."""
+
+
+def rescue(board: Board, note: Callable[[str], None], confirm: Callable[[str], bool]) -> str:
+    """Hard-reset, interrupt at boot, reach a prompt; offer to rename main.py. Returns a summary."""
+    board.open_port()
+    try:
+        how = board.pulse_hard_reset()
+        note(f"Reset the board ({how}); sending Ctrl-C from the first moment of boot...\n")
+        window = SPAM_FOR
+    except ResetUnsupported as err:
+        note(
+            f"{err} Press and release the board's reset button now (or unplug and replug it): "
+            f"mpkernel sends Ctrl-C for the next {SPAM_FOR_BUTTON:.0f} s.\n"
+        )
+        window = SPAM_FOR_BUTTON
+    seen = _interrupt_boot(board, window)
+    if seen is None:
+        raise RescueFailed(
+            "The board did not reach a prompt, even with Ctrl-C sent throughout its boot.",
+            "Check the port and baud rate with %doctor. If the board still never answers, "
+            "its program may disable Ctrl-C at boot: holding the board's BOOT/safe-mode "
+            "button while resetting (where it has one) skips main.py. Only if all of that "
+            "fails: re-flash the firmware with %flash (this erases the files on the board).",
+        )
+    stopped = board.resync()
+    lines = ["The board answers again." + (f" {stopped}" if stopped else "")]
+    if board.file_exists("main.py"):
+        question = (
+            "Rename main.py to main.py.off so the board boots quietly next time "
+            "(the file is kept; rename it back to run it at boot again)?"
+        )
+        if confirm(question):
+            board.rename_file("main.py", "main.py.off")
+            lines.append("Renamed main.py to main.py.off: the next boot is quiet.")
+        else:
+            lines.append("main.py is unchanged: it runs again at the next reset.")
+    return "\n".join(lines)
+
+
+def _interrupt_boot(board: Board, window: float) -> bytes | None:
+    """Send Ctrl-C densely until a prompt appears; return what the board printed, or None."""
+    link = board.link
+    assert link is not None
+    deadline = time.monotonic() + window
+    seen = bytearray()
+    while time.monotonic() < deadline:
+        link.write(b"\x03")
+        seen += link.read(SPAM_EVERY)
+        if seen.endswith(FRIENDLY_PROMPT) or seen.endswith(RAW_BANNER):
+            # The prompt may come before the last Ctrl-Cs are echoed; let them settle.
+            tail = board.repl.discard_input(quiet_for=0.1, limit=1.0) if board.repl else b""
+            return bytes(seen + tail)
+    return None

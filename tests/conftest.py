@@ -1,0 +1,39 @@
+"""Shared fixtures: the emulated micro:bit, the fault-injection relay, a connected Board."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from harness.fixtures import (  # noqa: F401  (registered as sim, sim_fd, relay, rfc2217_relay)
+    relay_fixture,
+    rfc2217_relay_fixture,
+    sim_fd_fixture,
+    sim_fixture,
+)
+from harness.relay import Relay, comports_with
+
+from mpkernel.board import Board
+
+
+@pytest.fixture
+def board(relay: Relay) -> Iterator[Board]:
+    """A Board connected to the emulated micro:bit through the relay (no QEMU open delay)."""
+    connected = Board(relay.url, lister=lambda: comports_with([relay]), reattach_wait=5.0)
+    connected.connect()
+    try:
+        yield connected
+    finally:
+        connected.close()
+
+
+@pytest.fixture
+def clean_board(board: Board) -> Board:
+    """The connected board with no user files left over from earlier tests."""
+    board.exec(
+        "import os\n"
+        "for __f in os.listdir():\n"
+        " os.remove(__f)\n"
+        "del __f"
+    )
+    return board
