@@ -269,6 +269,19 @@ class MicroPythonKernel(IPythonKernel):
             self.board, code, len(code) if cursor_pos is None else cursor_pos, detail_level
         )
 
+    def do_history(self, hist_access_type: str, output: bool, raw: bool,  # type: ignore[override]
+                   session: int = 0, start: int = 0, stop: int | None = None,
+                   n: int | None = None, pattern: str | None = None,
+                   unique: bool = False) -> dict[str, Any]:
+        reply = super().do_history(hist_access_type, output, raw, session, start, stop, n,
+                                   pattern, unique)
+        # IPython numbers the running session 0 in range replies but by its real number in
+        # tail/search replies; use the real one so a client can ask again for what it was given.
+        if hist_access_type == "range" and self.shell is not None:
+            real = self.shell.history_manager.session_number
+            reply["history"] = [(s or real, line, entry) for s, line, entry in reply["history"]]
+        return reply
+
     def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         if self.board is not None:
             self.board.close()
