@@ -128,6 +128,9 @@ class RawRepl:
         self._send_plain(code, timeout)
 
     def _try_raw_paste(self, code: bytes, timeout: float) -> bool:
+        # The answer is two bytes read blind: bytes that arrived unasked (a stale session's
+        # output) must not be taken for it. At a clean raw prompt nothing else is due.
+        self.take_pending()
         self.link.write(b"\x05A\x01")
         answer = self._read_exact(2, timeout)
         if answer == b"R\x01":

@@ -1,0 +1,61 @@
+"""What the user sees: CRLF handling across chunks, progress lines, error content."""
+
+from __future__ import annotations
+
+from mpkernel import display
+from mpkernel.errors import BoardReset, DeviceError, MpkernelError
+
+
+def test_crlf_split_across_chunks_becomes_one_newline() -> None:
+    cleaner = display.StreamCleaner()
+    out = cleaner.feed("line 1\r") + cleaner.feed("\nline 2\r\n") + cleaner.flush()
+    assert out == "line 1\nline 2\n"
+
+
+def test_a_bare_carriage_return_survives_for_progress_redraws() -> None:
+    cleaner = display.StreamCleaner()
+    assert cleaner.feed("50%\r") + cleaner.feed("60%") == "50%\r60%"
+
+
+def test_text_progress_is_one_line_redrawn_and_a_summary() -> None:
+    written: list[str] = []
+    now = [0.0]
+    bar = display.TextProgress("Uploading main.py", 10_000, written.append, hz=5,
+                               clock=lambda: now[0])
+    for done in range(0, 10_001, 100):  # 101 updates within 1 s of simulated time
+        now[0] = done / 10_000
+        bar.update(done)
+    bar.close("Uploaded main.py: 10000 bytes in 1.0 s, verified")
+    redraws = [w for w in written if not w.endswith("\n")]
+    assert len(redraws) <= 8  # throttled, not one line per update
+    assert all(w.startswith("\r") for w in written)
+    assert "ETA" in redraws[1] and "/s" in redraws[1]
+    assert written[-1] == "\rUploaded main.py: 10000 bytes in 1.0 s, verified\n"
+
+
+def test_progress_text_figures() -> None:
+    text = display.progress_text("Up", 5120, 10240, 2.0)
+    assert "5.0 KB / 10.0 KB" in text and "50%" in text and "2.5 KB/s" in text
+    assert "ETA  2.0 s" in text
+
+
+def test_device_error_keeps_board_traceback() -> None:
+    err = DeviceError("ValueError", "bad", ["Traceback", "  line 1", "ValueError: bad"])
+    content = display.user_error_content(err)
+    assert content["ename"] == "ValueError" and content["traceback"][-1] == "ValueError: bad"
+
+
+def test_kernel_errors_show_message_boot_output_and_hint() -> None:
+    err = BoardReset("The board reset while the cell ran; its variables are gone.",
+                     "The next cell runs normally.", boot_output="soft reboot\r\n>>> ")
+    content = display.user_error_content(err)
+    tb = content["traceback"]
+    assert content["ename"] == "BoardReset"
+    assert tb[0].startswith("The board reset")
+    assert any("soft reboot" in line for line in tb)
+    assert tb[-1] == "The next cell runs normally."
+
+
+def test_plain_error_without_hint() -> None:
+    content = display.user_error_content(MpkernelError("Port busy."))
+    assert content["traceback"] == ["Port busy."]
