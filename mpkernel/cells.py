@@ -105,6 +105,14 @@ def show_trailing_expression(code: str) -> tuple[str, bool]:
     if not tree.body or not isinstance(tree.body[-1], ast.Expr):
         return code, False
     node = tree.body[-1]
+    if (
+        isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Name)
+        and node.value.func.id == "print"
+    ):
+        # print() returns None: nothing to show, and on a 115200-baud line the ~70 bytes of
+        # the rewrite would cost ~6 ms on the commonest cell of all.
+        return code, False
     lines = code.split("\n")
     end_line = node.end_lineno or node.lineno
     after = lines[end_line - 1][node.end_col_offset or 0 :]

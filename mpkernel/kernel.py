@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Enum, Float, Integer, Unicode
+from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from mpkernel import __version__, cells, display
 from mpkernel.board import Board
@@ -43,6 +43,9 @@ class MicroPythonKernel(IPythonKernel):
     reattach_wait = Float(
         10.0, help="Seconds to wait for a vanished board to come back before giving up."
     ).tag(config=True)
+    fallback_to_sim = Bool(
+        True, help="With no port configured and no board found, use the emulated micro:bit."
+    ).tag(config=True)
     widgets = Enum(
         ["auto", "on", "off"], "auto",
         help="Progress bars and pickers as ipywidgets: on, off, or auto (when the frontend "
@@ -58,13 +61,31 @@ class MicroPythonKernel(IPythonKernel):
 
     # -- where the board is -----------------------------------------------------------------
     def resolve_port(self) -> str:
-        """%connect, then MPKERNEL_PORT, then config, then the one board found."""
+        """%connect, then MPKERNEL_PORT, then config, then the one board found, then `sim`."""
         chosen = self.chosen_port or os.environ.get("MPKERNEL_PORT", "") or self.port
         if chosen:
             return chosen
-        from mpkernel.ports import pick_port
+        from mpkernel.errors import PortError
+        from mpkernel.ports import list_ports, pick_port
 
-        return pick_port()
+        try:
+            return pick_port()
+        except PortError:
+            # Several boards: the user must choose. None: the emulated board is the embedded
+            # default, so a newcomer without hardware still gets a working notebook.
+            if not self.fallback_to_sim or any(p.is_likely_board for p in list_ports()):
+                raise
+            from mpkernel.sim import SimulatorMissing, check_installed
+
+            try:
+                check_installed()
+            except SimulatorMissing:
+                raise
+            self._write(
+                "No board found on the serial ports, so this notebook uses the emulated "
+                "micro:bit. Plug in a board and run %connect to use it instead.\n"
+            )
+            return "sim"
 
     def get_board(self) -> Board:
         if self.board is None:

@@ -60,7 +60,9 @@ def test_trailing_expression_prints_behind_the_mark_and_keeps_lines() -> None:
     assert printed == ["\x1e42"]
 
 
-@pytest.mark.parametrize("code", ["x = 5", "x;", "for i in range(2):\n    i", "a = 1; a", ""])
+@pytest.mark.parametrize(
+    "code", ["x = 5", "x;", "for i in range(2):\n    i", "a = 1; a", "", "print(1)"]
+)
 def test_no_result_for_statements_semicolons_and_nested_expressions(code: str) -> None:
     assert cells.show_trailing_expression(code) == (code, False)
 

@@ -140,9 +140,15 @@ def help_magic(ctx: MagicContext, args: argparse.Namespace) -> None:
         return
     lines = ["Magics (run %help NAME for one; `obj?` shows help on a name):"]
     for key in sorted(magics):
-        first = magics[key].help.split("\n")[0]
-        lines.append(f"  {key:<14} {first}")
+        lines.append(f"  {key:<14} {first_sentence(magics[key].help)}")
     ctx.write("\n".join(lines) + "\n")
+
+
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[: end + 1]
 
 
 @magic("host", cell=True)
