@@ -136,6 +136,7 @@ class Board:
         self._cell_mark = 0
         self._exec_mark = 0
         self.running = False
+        self.session_survived = False  # the last resync found this session's marker
 
     # -- public facts ---------------------------------------------------------------------
     @property
@@ -189,23 +190,31 @@ class Board:
         Returns a sentence about what was interrupted ("" if the board was idle).
         """
         repl = self._repl()
-        stopped = catch_busy_board(repl, self.catch_timeout, self.note)
+        # On first contact, listen a moment before interrupting: the port was just opened
+        # (pyserial drops what arrived before), and a busy program's last line is worth
+        # quoting in "stopped main.py; its last output: ...".
+        stopped = catch_busy_board(repl, self.catch_timeout, self.note, listen=0.3 if first else 0)
         self.busy_reason = ""
-        self._verify_nonce()
+        self.session_survived = self._verify_nonce() == self._session != ""
         if first or not self.caps.version:
             self._probe()
-        self._session = secrets.token_hex(4)
-        self._run_quiet(f"__mpk_session='{self._session}'")
+        if not self.session_survived:
+            self._session = secrets.token_hex(4)
+            self._run_quiet(f"__mpk_session='{self._session}'")
         return stopped
 
-    def _verify_nonce(self) -> None:
+    def _verify_nonce(self) -> str:
+        """Prove the board answers now; return its session marker ("" if it has none)."""
         # Stale bytes from an earlier tool or session could look like an answer; a number the
-        # board must compute cannot.
+        # board must compute cannot. The session marker rides along: it tells a real reset
+        # (variables gone) from output that only looked like one.
         nonce = secrets.randbelow(10**9)
         for _ in range(2):
-            out = self._run_quiet(f"print({nonce}+1)")
-            if out.strip().endswith(str(nonce + 1)):
-                return
+            out = self._run_quiet(f"print({nonce}+1,globals().get('__mpk_session',''))")
+            words = out.strip().split()
+            if len(words) >= 1 and str(nonce + 1) in words:
+                after = words[words.index(str(nonce + 1)) + 1 :]
+                return after[0] if after else ""
             self._repl().discard_input()
             self._repl().enter_raw(2.0)
         raise BoardTimeout(
@@ -234,7 +243,6 @@ class Board:
     def _run_quiet(self, code: str, timeout: float = 5.0) -> str:
         """Run a short internal program; raise DeviceError if it fails."""
         repl = self._repl()
-        repl.send_code(code.encode(), timeout)
         out = bytearray()
         deadline = time.monotonic() + timeout
 
@@ -245,7 +253,17 @@ class Board:
                     "Run %doctor, or interrupt and try again.",
                 )
 
-        stderr = repl.follow(out.extend, tick)
+        try:
+            repl.send_code(code.encode(), timeout)
+            stderr = repl.follow(out.extend, tick)
+        except ResetDuringExec as reset:
+            # No resync from here (this runs inside one): the caller's next step does it.
+            self.busy_reason = "reset"
+            raise BoardReset(
+                "The board reset during an internal step; its variables are gone.",
+                "Run the cell again.",
+                boot_output=_boot_text(reset),
+            ) from None
         if stderr.strip():
             raise DeviceError(*cells.parse_traceback(stderr.decode(errors="replace")))
         return out.decode(errors="replace")
@@ -297,7 +315,12 @@ class Board:
         self._exec_mark = self._interrupts
         self.running = True
         try:
-            self._send(data)
+            try:
+                self._send(data)
+            except ResetDuringExec as reset:
+                raise self._after_reset(
+                    reset, during="as the cell was being sent (the cell did not run)"
+                ) from None
             stderr = repl.follow(on_bytes, ladder.tick)
         except ResetDuringExec as reset:
             raise self._after_reset(reset, during="while the cell ran") from None
@@ -316,6 +339,11 @@ class Board:
             collected.append(tail)
         if stderr.strip():
             ename, evalue, lines = cells.parse_traceback(stderr.decode(errors="replace"))
+            if ename == "KeyboardInterrupt" and self.exec_interrupted:
+                took = f" after {ladder.sent} Ctrl-C" if ladder.sent > 1 else ""
+                lines.append(
+                    f"Interrupted{took}: the program stopped; the board's variables are kept."
+                )
             raise DeviceError(ename, evalue, lines)
         return "".join(collected)
 
@@ -325,6 +353,9 @@ class Board:
         An idle raw prompt answers within milliseconds, so a missing acknowledgement means a
         program started since the last cell (a reset ran main.py, a button was pressed).
         """
+        # Ctrl-C at an idle raw prompt empties its line buffer and prints nothing: half a
+        # program left there by an earlier session or noise cannot be glued to this one.
+        self.link.write(b"\x03")  # type: ignore[union-attr]
         try:
             self._repl().send_code(data, timeout=ACK_TIMEOUT)
         except BoardTimeout:
@@ -364,24 +395,46 @@ class Board:
             else:
                 self.note(self.connect() + "\n")
             return
+        try:
+            self._ready_on_open_link()
+        except LinkLost:
+            # The port vanished between cells (cable pulled, re-enumeration): find it again.
+            self._drop_link()
+            self._reattach(self.reattach_wait)
+
+    def _ready_on_open_link(self) -> None:
         if self.busy_reason:
             self._sync()
             return
         pending = self._repl().take_pending()
-        if pending and _find_reset(bytearray(pending)) >= 0:
-            reset = self._repl()._finish_reset(pending)
-            self.note(self._after_reset(reset, during="since the last cell").user_text() + "\n")
+        at = _find_reset(bytearray(pending)) if pending else -1
+        if at >= 0:
+            reset = self._repl()._finish_reset(pending[at:])
+            err = self._after_reset(reset, during="since the last cell")
+            if isinstance(err, BoardReset):
+                self.note(report(err) + "\n")
+            # Otherwise only a banner (something switched the REPL mode): in sync again.
         elif pending:
             # Unasked bytes that are not a reboot: stale output; make sure we are in sync.
             self._sync()
 
-    def _after_reset(self, reset: ResetDuringExec, during: str) -> BoardReset:
-        boot = reset.boot_output.replace(b"\x00", b"").decode(errors="replace").strip()
+    def _after_reset(self, reset: ResetDuringExec, during: str) -> MpkernelError:
+        boot = _boot_text(reset)
         self.busy_reason = "reset"
         try:
             stopped = self._sync()
         except MpkernelError as err:
-            stopped = f"(It did not come back to a prompt: {err})"
+            stopped = f"(It did not come back to a prompt: {err.user_text()})"
+        else:
+            if self.session_survived:
+                # Output that looked like a reboot (a NUL, a banner line), but the variables
+                # are all there: say what really happened.
+                return MpkernelError(
+                    "The output looked like the board rebooting, so mpkernel stopped the cell "
+                    "to check: the board did not reset, and its variables are kept."
+                    + (f"\n{stopped}" if stopped else ""),
+                    "Run the cell again.",
+                )
         extra = f"\n{stopped}" if stopped else ""
         return BoardReset(
             f"The board reset {during}; its variables are gone.{extra}",
@@ -532,3 +585,19 @@ class Board:
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
+
+
+def _boot_text(reset: ResetDuringExec) -> str:
+    return reset.boot_output.replace(b"\x00", b"").decode(errors="replace").strip()
+
+
+def report(err: MpkernelError) -> str:
+    """An error as status lines for a cell (the boot output indented, as errors show it)."""
+    lines = [str(err)]
+    boot = getattr(err, "boot_output", "")
+    if boot:
+        lines.append("What the board printed as it booted:")
+        lines.extend("    " + line for line in boot.replace("\r\n", "\n").split("\n"))
+    if err.hint:
+        lines.append(err.hint)
+    return "\n".join(lines)

@@ -118,37 +118,56 @@ class InterruptLadder:
         )
 
 
-_MAIN_TRACE = re.compile(r'File "(?P<file>[^"]+)", line \d+')
+_TRACE_FILE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f]")
 
 
 def describe_stopped(seen: bytes) -> str:
     """A sentence about the program that Ctrl-C stopped, from what the board printed."""
-    text = seen.replace(b"\x00", b"").decode(errors="replace").replace("\r\n", "\n")
-    at = text.find("Traceback (most recent call last):")
+    text = seen.decode(errors="replace").replace("\r\n", "\n")
+    text = _CONTROL.sub("", text.replace("\x04", "\n"))  # raw mode frames with 0x04
+    at = text.rfind("Traceback (most recent call last):")
     if at < 0 or "KeyboardInterrupt" not in text[at:]:
         return ""
-    files = [m["file"] for m in _MAIN_TRACE.finditer(text[at:])]
-    outer = files[0] if files else "<stdin>"
+    frames = list(_TRACE_FILE.finditer(text[at:]))
+    outer = frames[0]["file"] if frames else "<stdin>"
     # The micro:bit names its main.py "__main__" in tracebacks.
     outer = "main.py" if outer == "__main__" else outer
-    what = "a program" if outer in ("<stdin>", "<string>") else outer
+    if outer in ("<stdin>", "<string>"):
+        # Code sent through the REPL: a cell from an earlier session (or one whose
+        # connection was lost) that was still running.
+        what = "a program started from the REPL (an earlier cell or tool)"
+    else:
+        what = outer + (f" at line {frames[-1]['line']}" if frames else "")
     before = [
-        line for line in text[:at].split("\n")
-        if line.strip() and not line.startswith((">>>", "raw REPL", ">"))
+        line.strip() for line in text[:at].split("\n")
+        if line.strip() and not line.lstrip().startswith((">>>", "raw REPL", ">", "OK"))
     ]
-    last = " / ".join(line.strip() for line in before[-2:])
+    last = " / ".join(before[-2:])
+    if len(last) > 160:
+        last = "..." + last[-157:]
     sentence = f"Stopped {what}, which was running"
     return sentence + (f"; its last output: {last}" if last else ".")
 
 
-def catch_busy_board(repl: RawRepl, timeout: float, note: Callable[[str], None]) -> str:
+def catch_busy_board(
+    repl: RawRepl, timeout: float, note: Callable[[str], None], listen: float = 0.0
+) -> str:
     """Stop whatever runs and reach a raw prompt within `timeout` s.
 
+    `listen` s are spent first reading what the board prints by itself (ended early by a
+    complete line), so the sentence can quote a busy program's last output.
     Returns a sentence about what was stopped ("" if the board was idle). Raises BoardBusy
     naming the reason (ignores Ctrl-C, silent) otherwise.
     """
     link = repl.link
     seen = bytearray(repl.take_pending())
+    listen_end = time.monotonic() + listen
+    while time.monotonic() < listen_end:
+        data = link.read(min(0.05, max(0.0, listen_end - time.monotonic())))
+        seen += data
+        if not data and seen.endswith(b"\n"):
+            break  # a whole line, then a pause: enough to quote
     start = time.monotonic()
     deadline = start + timeout
     # \r ends any half-typed line; Ctrl-C stops a program (or clears a raw line); Ctrl-A then
@@ -177,11 +196,12 @@ def catch_busy_board(repl: RawRepl, timeout: float, note: Callable[[str], None])
             last_send = now
             sends += 1
     recent = bytes(seen[-200:]).decode(errors="replace").strip()
+    lines = [line.strip() for line in _CONTROL.sub("", recent).splitlines() if line.strip()]
     if time.monotonic() - last_data < 0.5:
         raise BoardBusy(
             f"The board keeps running a program that ignores Ctrl-C (sent {sends} times in "
-            f"{timeout:.1f} s). Its last output: {recent[-120:]!r}. Nothing is wrong with the "
-            "firmware.",
+            f"{timeout:.1f} s); its last output: {' / '.join(lines[-2:])[-120:]}. Nothing is "
+            "wrong with the firmware.",
             _RESCUE_HINT,
         )
     raise BoardBusy(

@@ -9,6 +9,7 @@ every READ_TICK seconds while a program runs.
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from collections.abc import Callable
@@ -22,6 +23,15 @@ FRIENDLY_PROMPT = b">>> "
 # What a board prints when it (re)boots, in the middle of what should have been a cell's
 # output: MicroPython's soft-reset line, its banner's last line, an ESP ROM boot line.
 RESET_SIGNATURES = (b"soft reboot\r\n", b'Type "help()" for more information.', b"rst:0x")
+# Starts of boot lines: a partial last line that could grow into one is held back from the
+# stream for a moment, so a reset's first bytes are not shown as the cell's output.
+BOOT_LINE_STARTS = (b"\x00", b"soft reboot", b"MPY: soft reboot", b"PYB: soft reboot",
+                    b"MicroPython v", b"rst:0x", b"ets ")
+HOLD_PARTIAL = 0.1  # s a held partial line waits for the rest of its line
+# A hard-reset micro:bit (the emulated one at least) emits a NUL as its UART comes up, and with
+# a busy main.py no banner follows for a long time: a NUL at the start of a line is taken as a
+# reboot. Board verifies every suspected reset with its session marker before saying so.
+_NUL_AT_LINE_START = re.compile(rb"(?:^|\n)\x00")
 # Plain raw mode has no flow control: pace writes the way tools known not to overrun small
 # boards' UART buffers do (256 bytes, then 10 ms).
 PACE_CHUNK = 256
@@ -145,6 +155,9 @@ class RawRepl:
             self.read_until(b"w REPL; CTRL-B to exit\r\n>", timeout)
             self.raw_paste = False
             return False
+        self._rx[:0] = answer
+        self._fill(READ_TICK)
+        self.check_reset()
         raise BoardTimeout(
             f"Unexpected answer {answer!r} to the raw-paste request.",
             "The line may be noisy or the board busy; run the cell again or %doctor.",
@@ -203,8 +216,9 @@ class RawRepl:
                 self.link.write(code[start : start + PACE_CHUNK])
                 time.sleep(PACE_GAP)  # pacing a flow-control-less UART; nothing to read
             self.link.write(b"\x04")
-        # Stale bytes before OK belong to nobody; the OK itself is the marker.
-        self.read_until(b"OK", timeout)
+        # Stale bytes before OK belong to nobody; the OK itself is the marker. A reboot
+        # instead of OK (the board reset as the program went out) is said at once.
+        self.read_until(b"OK", timeout, on_tick=lambda: b"OK" in self._rx or self.check_reset())
 
     # -- running ------------------------------------------------------------------------
     def follow(
@@ -219,59 +233,106 @@ class RawRepl:
         """
         now = time.monotonic()
         state = ExecState(started=now, last_data=now)
-        tail = bytearray()  # recent stdout, to notice a reset's boot text
+        tail = bytearray()  # recent stdout (passed on or held), to notice a reset's boot text
+        held = bytearray()  # not passed on yet: a partial line that may be boot text
         while True:
             end = self._rx.find(b"\x04")
             chunk = bytes(self._rx if end < 0 else self._rx[:end])
+            del self._rx[: len(chunk)]
             if chunk:
                 tail += chunk
-                del tail[:-512]
+                held += chunk
                 reset_at = _find_reset(tail)
                 if reset_at >= 0:
                     # Pass on what came before the boot text; the rest is boot output.
-                    before = chunk[: max(0, len(chunk) - (len(tail) - reset_at))]
-                    if before:
-                        on_stdout(before)
-                    del self._rx[: len(chunk)]
+                    passed = len(tail) - len(held)
+                    if reset_at > passed:
+                        on_stdout(bytes(held[: reset_at - passed]))
                     raise self._finish_reset(bytes(tail[reset_at:]))
-                on_stdout(chunk)
                 state.stdout_bytes += len(chunk)
-                del self._rx[: len(chunk)]
+                keep = _boot_like_partial_line(held)
+                if len(held) > keep:
+                    on_stdout(bytes(held[: len(held) - keep]))
+                    del held[: len(held) - keep]
+                _trim_at_line(tail, 512)
             if end >= 0:
                 del self._rx[:1]
                 break
             if self._fill(READ_TICK):
                 state.last_data = time.monotonic()
+            elif held and state.idle >= HOLD_PARTIAL:
+                on_stdout(bytes(held))  # the line did not grow into boot text: it is output
+                held.clear()
             on_tick(state)
+        if held:
+            on_stdout(bytes(held))
         state.phase = "stderr"
         stderr = self.read_until(b"\x04", 10.0)[:-1]
         state.phase = "prompt"
         self.read_until(b">", 5.0)
         return stderr
 
-    def _finish_reset(self, boot: bytes, wait: float = 3.0) -> ResetDuringExec:
-        """Collect the boot text until a prompt shows (bounded): a busy main.py may never."""
+    def check_reset(self) -> None:
+        """Raise ResetDuringExec if what has been read so far contains a reboot."""
+        at = _find_reset(self._rx)
+        if at >= 0:
+            boot = bytes(self._rx[at:])
+            self._rx.clear()
+            raise self._finish_reset(boot)
+
+    def _finish_reset(
+        self, boot: bytes, wait: float = 1.2, quiet: float = 0.5
+    ) -> ResetDuringExec:
+        """Collect the boot text until a prompt shows, or the board has been quiet for
+        `quiet` s, or `wait` s passed: a busy main.py may never give a prompt, and the
+        caller's catch stops it (sooner is better: a program's start is unprotected)."""
         deadline = time.monotonic() + wait
         text = bytearray(boot) + self._rx
         self._rx.clear()
+        last_data = time.monotonic()
         while time.monotonic() < deadline:
             if text.endswith(FRIENDLY_PROMPT) or text.endswith(RAW_BANNER):
                 return ResetDuringExec(bytes(text), at_prompt=True)
             data = self.link.read(READ_TICK)
-            text += data
+            if data:
+                text += data
+                last_data = time.monotonic()
+            elif time.monotonic() - last_data >= quiet:
+                break
         return ResetDuringExec(bytes(text), at_prompt=False)
+
+
+def _boot_like_partial_line(buf: bytearray) -> int:
+    """Length of the trailing partial line if it could be the start of boot text, else 0."""
+    partial = buf[buf.rfind(b"\n") + 1 :]
+    if not partial or len(partial) > 200:
+        return 0
+    for start in BOOT_LINE_STARTS:
+        if start.startswith(partial) or partial.startswith(start):
+            return len(partial)
+    return 0
+
+
+def _trim_at_line(buf: bytearray, limit: int) -> None:
+    """Keep about the last `limit` bytes, cut just before a newline so line starts stay true."""
+    if len(buf) <= limit:
+        return
+    cut = buf.find(b"\n", len(buf) - limit)
+    del buf[: cut if cut >= 0 else len(buf) - limit]
 
 
 def _find_reset(tail: bytearray) -> int:
     found = [tail.find(sig) for sig in RESET_SIGNATURES]
     found = [at for at in found if at >= 0]
+    nul = _NUL_AT_LINE_START.search(tail)
+    nul_at = -1 if nul is None else nul.end() - 1
     if not found:
-        return -1
+        return nul_at
     at = min(found)
     # Start the boot text at the beginning of its line, or of the banner line before it.
     line_start = tail.rfind(b"\n", 0, at) + 1
     if line_start > 0:
         prev_start = tail.rfind(b"\n", 0, line_start - 1) + 1
         if tail[prev_start:line_start].lstrip(b"\x00").startswith(b"MicroPython v"):
-            return prev_start
-    return line_start
+            line_start = prev_start
+    return line_start if nul_at < 0 else min(line_start, nul_at)
