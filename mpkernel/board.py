@@ -315,12 +315,7 @@ class Board:
         self._exec_mark = self._interrupts
         self.running = True
         try:
-            try:
-                self._send(data)
-            except ResetDuringExec as reset:
-                raise self._after_reset(
-                    reset, during="as the cell was being sent (the cell did not run)"
-                ) from None
+            self._send(data)
             stderr = repl.follow(on_bytes, ladder.tick)
         except ResetDuringExec as reset:
             raise self._after_reset(reset, during="while the cell ran") from None
@@ -359,9 +354,12 @@ class Board:
         try:
             self._repl().send_code(data, timeout=ACK_TIMEOUT)
         except BoardTimeout:
-            stopped = self._sync()
-            if stopped:
-                self.note(stopped + "\n")
+            self._resync_and_say()
+            self._repl().send_code(data, timeout=ACK_TIMEOUT)
+        except ResetDuringExec as reset:
+            # A reboot instead of OK: the board reset between cells and the program never
+            # started (no OK), so it is safe to report the reset and send the cell again.
+            self._report_reset(reset)
             self._repl().send_code(data, timeout=ACK_TIMEOUT)
 
     def eval(self, expression: str) -> Any:
@@ -403,20 +401,30 @@ class Board:
             self._reattach(self.reattach_wait)
 
     def _ready_on_open_link(self) -> None:
-        if self.busy_reason:
-            self._sync()
-            return
         pending = self._repl().take_pending()
         at = _find_reset(bytearray(pending)) if pending else -1
         if at >= 0:
-            reset = self._repl()._finish_reset(pending[at:])
-            err = self._after_reset(reset, during="since the last cell")
-            if isinstance(err, BoardReset):
-                self.note(report(err) + "\n")
-            # Otherwise only a banner (something switched the REPL mode): in sync again.
-        elif pending:
-            # Unasked bytes that are not a reboot: stale output; make sure we are in sync.
-            self._sync()
+            self._report_reset(self._repl()._finish_reset(pending[at:]))
+        elif pending or self.busy_reason:
+            # Unasked bytes that are not a reboot (stale output), or a board left busy: make
+            # sure we are in sync.
+            self._resync_and_say()
+
+    def _resync_and_say(self) -> None:
+        """Resync; tell the cell what was stopped, and whether the variables are gone."""
+        had_session = bool(self._session)
+        stopped = self._sync()
+        if had_session and not self.session_survived:
+            # No reboot text was seen (it went by unread), but the marker is gone: a reset.
+            self.note("The board reset since the last cell; its variables are gone.\n")
+        if stopped:
+            self.note(stopped + "\n")
+
+    def _report_reset(self, reset: ResetDuringExec) -> None:
+        err = self._after_reset(reset, during="since the last cell")
+        if isinstance(err, BoardReset):
+            self.note(report(err) + "\n")
+        # Otherwise only a banner (something switched the REPL mode): in sync again.
 
     def _after_reset(self, reset: ResetDuringExec, during: str) -> MpkernelError:
         boot = _boot_text(reset)
