@@ -1,0 +1,544 @@
+"""Moving file bytes to and from a board: the board-side programs and the host's half.
+
+Two methods, chosen by `fs.FileSystem` from what the firmware has:
+
+- stream: one small program on the board turns off Ctrl-C (`micropython.kbd_intr(-1)`) and
+  reads framed raw bytes from the UART (`microbit.uart`), so any byte costs one byte on the
+  wire. The board's receive ring holds only 63 bytes and, when its Python falls behind (a
+  garbage collection, a busy emulator host), bytes are lost; so frames carry a sequence
+  number and a sum, every good frame is acknowledged, a bad one is answered with NAK after
+  the line went quiet, and the host resends from there (go-back-N). A window of frames in
+  flight hides the USB latency. The program gives up by itself after 3 s of silence, so a
+  host that vanished never leaves the board deaf to Ctrl-C.
+- exec: one `f.write(<expression>)` per chunk through the raw REPL (raw-paste where it
+  exists), each chunk encoded as repr, base64 or deflate, whichever is shortest.
+
+Downloads mirror them: framed raw bytes with per-frame sums, or printed literals.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mpkernel import fs_codec as codec
+from mpkernel.errors import (
+    BoardReset,
+    BoardTimeout,
+    DeviceError,
+    Interrupted,
+    LinkLost,
+    MpkernelError,
+)
+from mpkernel.link import READ_TICK
+from mpkernel.rawrepl import _find_reset
+
+Progress = Callable[[int, int], None]
+# Globals the upload programs define; removed after a failure left them behind.
+HELPERS = ("__mpk_up", "__mpk_fr", "__mpk_end", "__mpk_sc", "__mpk_vf", "__mpk_ad")
+
+# -- board-side programs (MicroPython 1.9 syntax: no f-strings, no str.encode) -----------------
+# Adler-32 in Python, printed as two 16-bit halves so no long-int support is needed. The
+# "adler32:" prefix keeps the digest longer than 10 characters: MicroPython interns shorter
+# string literals for good, and each upload's digest would leak RAM on a 16 KB board.
+_ADLER = """def __mpk_ad(n):
+ a=1;b=0
+ f=open(n,'rb')
+ while 1:
+  c=f.read(256)
+  if not c:break
+  for x in c:
+   a+=x;b+=a
+  a%=65521;b%=65521
+ f.close()
+ return 'adler32:%04x%04x'%(b,a)
+"""
+
+_SHA = """def __mpk_ad(n):
+ try:
+  import hashlib
+ except ImportError:
+  import uhashlib as hashlib
+ h=hashlib.sha256()
+ f=open(n,'rb')
+ while 1:
+  c=f.read(512)
+  if not c:break
+  h.update(c)
+ f.close()
+ return ''.join('%02x'%x for x in h.digest())
+"""
+
+# Stream upload. The program text never changes (its names are interned once, not per
+# upload); the file name, journal state and expected digest come as frame 0. The board keeps
+# what it received in `b`, skips to the next byte that could start the frame it expects after
+# a loss, and sends NAK+seq once per loss (again after 300 ms of silence). It writes the
+# journal first, verifies the file against the host's digest at the end, and removes the
+# file itself on any failure.
+_STREAM_HELP = """def __mpk_sc(b,e,F,w):
+ if len(b)<5:return b,2 if b and w>50 else 0,5,None
+ m=b[1]|b[2]<<8
+ if m==65535 and b[0]==0:return b,3,0,None
+ if b[0]!=e&255 or m>F:
+  i=b.find(bytes([e&255]),1);return (b[i:] if i>0 else b''),2,5,None
+ if len(b)<5+m:
+  return (b[1:],2,5,None) if w>50 else (b,0,5+m,None)
+ d=b[5:5+m]
+ if sum(d)&65535!=b[3]|b[4]<<8:return b[1:],2,5,None
+ return b[5+m:],1,5,d
+def __mpk_fr(d,e,S):
+ if not e:
+  P=str(d,'utf8').split('|');S[1]=P
+  if P[1]:
+   j=open('.mpkj','w');j.write(P[1]+chr(10)+P[0]+chr(10));j.close()
+  S[0]=open(P[0],'wb')
+ elif not d:
+  return 'D'
+ else:
+  try:
+   S[0].write(d)
+  except OSError:
+   return 'F'
+  S[2]+=len(d)
+ return 'k'
+def __mpk_end(S,ok):
+ import os
+ try:
+  S[0].close()
+ except Exception:
+  ok=0
+ if not ok and S[1]:
+  for x in (S[1][0],'.mpkj' if S[1][1] else ''):
+   try:
+    os.remove(x)
+   except OSError:
+    pass
+ return ok
+"""
+
+_STREAM_UP = """def __mpk_up(F):
+ import micropython,utime
+ from microbit import uart
+ rd=uart.read;wr=uart.write;tk=utime.ticks_ms;df=utime.ticks_diff
+ L=[];g=0;q=5;e=0;ok=0;y='';k=0;t=tk();S=[None,None,0]
+ micropython.kbd_intr(-1)
+ try:
+  wr(b'R')
+  while 1:
+   d=rd(96)
+   if d:L.append(d);g+=len(d);t=tk()
+   w=df(tk(),t)
+   if g<q and w<=50:continue
+   if k and w>300:L=[];g=0;q=5;t=tk();wr(b'N'+bytes([e&255]));continue
+   if w>3000:y='timeout';break
+   b,a,q,d=__mpk_sc(b''.join(L),e,F,w)
+   L=[b] if b else [];g=len(b)
+   if a==3:y='abort';break
+   if a==2 and not k:k=1;wr(b'N'+bytes([e&255]))
+   if a==1:
+    k=0;r=__mpk_fr(d,e,S)
+    if r=='F':y='full';wr(b'F');print(S[2]);break
+    e+=1;wr(b'k' if r=='k' else b'D')
+    if r=='D':ok=1;break
+ finally:
+  micropython.kbd_intr(3)
+  ok=__mpk_end(S,ok)
+ print('ok' if ok else '!'+y)
+"""
+
+# The check after a stream upload, as its own small exec (one big program would not compile
+# in the micro:bit's RAM): the board's digest of the file; a bad copy is removed.
+_VERIFY = """def __mpk_vf(n,want,j):
+ import os
+ g=__mpk_ad(n)
+ if g!=want:
+  os.remove(n)
+ if j and '.mpkj' in os.listdir():
+  os.remove('.mpkj')
+ print(g)
+"""
+
+# Put a verified temp file in place where the firmware has no rename: probe that the copy
+# fits, remove the old file, copy, verify, drop the temp and the journal. Re-running it
+# finishes an interrupted replace (it is also the recovery step).
+_REPLACE = """def __mpk_rp(t,d,want):
+ import os
+ fs=os.listdir()
+ if t not in fs:
+  if '.mpkj' in fs:os.remove('.mpkj')
+  return 'gone'
+ if __mpk_ad(t)!=want:
+  os.remove(t);os.remove('.mpkj');return 'bad'
+ j=open('.mpkj','w');j.write('c\\n%s\\n%s\\n%s\\n'%(t,d,want));j.close()
+ if d in fs and __mpk_ad(d)==want:
+  os.remove(t);os.remove('.mpkj');return 'ok'
+ need=os.size(t)-(os.size(d) if d in fs else 0)+256
+ if need>0:
+  p=open('.mpkp','wb');z=bytes(128)
+  try:
+   while need>0:
+    p.write(z);need-=128
+  except OSError:
+   p.close();os.remove('.mpkp');os.remove(t);os.remove('.mpkj');return 'full'
+  p.close();os.remove('.mpkp')
+ if d in fs:os.remove(d)
+ s=open(t,'rb');o=open(d,'wb')
+ while 1:
+  c=s.read(256)
+  if not c:break
+  o.write(c)
+ s.close();o.close()
+ if __mpk_ad(d)!=want:return 'copybad'
+ os.remove(t);os.remove('.mpkj');return 'ok'
+"""
+
+_STREAM_GET = """def __mpk_get(name,F):
+ from microbit import uart
+ wr=uart.write
+ f=open(name,'rb')
+ wr(b'R')
+ try:
+  while 1:
+   d=f.read(F)
+   n=len(d) if d else 0
+   s=sum(d)&65535 if n else 0
+   wr(bytes([n&255,n>>8,s&255,s>>8]))
+   if not n:break
+   wr(d)
+ finally:
+  f.close()
+"""
+
+
+def checksum_program(kind: str) -> str:
+    return _SHA if kind == "sha256" else _ADLER
+
+
+def _call(defs: str, call: str, names: str) -> str:
+    """A program that defines helpers, calls one, and deletes them (leaves no globals)."""
+    return f"{defs}{call}\ndel {names}\n"
+
+
+@dataclass
+class UploadReport:
+    sent: int  # payload bytes
+    wire: int  # bytes written to the link, frames and resends included
+    seconds: float
+    resends: int
+    digest: str
+    method: str
+
+
+class UploadFailed(MpkernelError):
+    """The upload did not complete; the board's copy was cleaned up (see the message)."""
+
+    def __init__(self, message: str, hint: str = "", *, cause: str = "", written: int = 0):
+        super().__init__(message, hint)
+        self.cause = cause  # "full" | "interrupt" | "reset" | "timeout" | "verify" | "error"
+        self.written = written
+
+
+class _Channel:
+    """Byte-level reading of a running program's output, with interrupt and reset checks."""
+
+    def __init__(self, board, abort_on_interrupt: bool = True) -> None:  # noqa: ANN001
+        self.board = board
+        self.repl = board.repl
+        self.abort_on_interrupt = abort_on_interrupt
+
+    def byte(self, timeout: float) -> bytes:
+        repl = self.repl
+        deadline = time.monotonic() + timeout
+        while not repl._rx:
+            if time.monotonic() > deadline:
+                raise BoardTimeout(
+                    f"The board stopped answering during the transfer (no reply in {timeout:.0f}"
+                    " s).", "Run %doctor if this repeats.")
+            repl._fill(READ_TICK)
+        out = bytes(repl._rx[:1])
+        del repl._rx[:1]
+        return out
+
+    def exact(self, count: int, timeout: float) -> bytes:
+        return self.repl._read_exact(count, timeout)
+
+    def unexpected(self, first: bytes) -> MpkernelError:
+        """Something other than protocol bytes: a reboot, or the program ended with an error."""
+        repl = self.repl
+        seen = bytearray(first)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and b"\x04>" not in seen and _find_reset(seen) < 0:
+            data = repl.link.read(READ_TICK)
+            seen += data
+        if _find_reset(seen) >= 0:
+            self.board.busy_reason = "reset"  # the next step resyncs first
+            repl._rx.clear()
+            return BoardReset(
+                "The board reset in the middle of the transfer.",
+                "Nothing half-written was kept; run the command again.")
+        text = bytes(seen).split(b"\x04")
+        err = text[1].decode(errors="replace").strip() if len(text) > 1 else ""
+        self.board.busy_reason = self.board.busy_reason or "transfer"
+        repl._rx.clear()
+        if err:
+            from mpkernel import cells
+
+            return DeviceError(*cells.parse_traceback(err))
+        return BoardTimeout(f"The board answered the transfer with {bytes(seen)[:80]!r}.",
+                            "Run the command again; %doctor if it repeats.")
+
+    def finish(self) -> str:
+        """Read the program's remaining stdout to its end; raise DeviceError on a traceback."""
+        out = bytearray()
+        deadline = time.monotonic() + 30.0
+
+        def tick(state: object) -> None:
+            if time.monotonic() > deadline:
+                raise BoardTimeout("The board did not finish the transfer step.")
+
+        from mpkernel import cells
+
+        stderr = self.repl.follow(out.extend, tick)
+        if stderr.strip():
+            raise DeviceError(*cells.parse_traceback(stderr.decode(errors="replace")))
+        return out.decode(errors="replace")
+
+
+def _start(board, program: str) -> _Channel:  # noqa: ANN001
+    """Send a program that will stream; wait for its ready byte."""
+    if board.interrupt_requested:
+        raise Interrupted("Interrupted before the transfer started.")
+    board.ensure_ready()
+    chan = _Channel(board)
+    try:
+        board._send(program.encode())
+        first = chan.byte(10.0)
+        if first != b"R":
+            # Typically a MemoryError while compiling: the board's RAM is fragmented.
+            raise chan.unexpected(first)
+    except LinkLost:
+        board._drop_link()
+        raise
+    return chan
+
+
+def stream_upload(
+    board,  # noqa: ANN001 - mpkernel.board.Board (import cycle)
+    data: bytes,
+    target: str,
+    *,
+    want: str,
+    journal: str = "",
+    frame_size: int = 256,
+    window: int = 4,
+    progress: Progress | None = None,
+) -> UploadReport:
+    """Send `data` to `target` through the stream program; it verifies against `want`.
+
+    On any failure the board removes `target` itself (or the host does, after a reset) and
+    UploadFailed says why. Returns the board's digest on success.
+    """
+    started = time.monotonic()
+    # Two execs: one program this size would not compile in the micro:bit's RAM.
+    kind = "adler32" if want.startswith("adler32:") else "sha256"
+    board.exec(_STREAM_HELP)
+    chan = _start(board, _call(_STREAM_UP, f"__mpk_up({frame_size})",
+                               "__mpk_up,__mpk_fr,__mpk_end,__mpk_sc"))
+    state = journal.split("\n")[0] if journal else ""
+    frames = [f"{target}|{state}|{want}".encode()]
+    frames += [data[i : i + frame_size] for i in range(0, len(data), frame_size)]
+    total = len(frames) + 1  # the end frame is acknowledged with DONE
+    wire = 0
+    base = nxt = resends = 0
+    link = board.link
+    try:
+        while base < total:
+            if board.interrupt_requested:
+                return _abort(chan, "interrupt", max(0, base - 1) * frame_size)
+            while nxt < total and nxt - base < window:
+                out = codec.frame(nxt, frames[nxt]) if nxt < len(frames) else codec.end_frame(nxt)
+                link.write(out)
+                wire += len(out)
+                nxt += 1
+            reply = chan.byte(5.0)
+            if reply == codec.ACK:
+                base += 1
+                if progress is not None:
+                    progress(min(len(data), max(0, base - 1) * frame_size), len(data))
+            elif reply == codec.NAK:
+                seq = chan.byte(5.0)[0]
+                if seq == base & 0xFF and nxt > base:
+                    resends += nxt - base
+                    if resends > 64 + 2 * len(frames):
+                        return _abort(chan, "error", max(0, base - 1) * frame_size)
+                    nxt = base  # go back: the board waits for frame `base`
+            elif reply == codec.DONE:
+                base = total
+            elif reply == codec.FULL:
+                out_text = chan.finish()
+                written = int(out_text.split()[0]) if out_text.split() else 0
+                raise UploadFailed("full", cause="full", written=written)
+            else:
+                raise chan.unexpected(reply)
+    except LinkLost:
+        board._drop_link()
+        raise
+    result = chan.finish().split()
+    if not result or result[-1] != "ok":
+        raise UploadFailed(f"The board gave up the upload ({result[-1][1:] if result else '?'}).",
+                           cause="error")
+    # Verify (and drop the journal of a file written in place) in a separate small exec.
+    check = _call(checksum_program(kind) + _VERIFY,
+                  f"__mpk_vf({target!r},{want!r},{journal.startswith('w')})", "__mpk_vf,__mpk_ad")
+    digest = board.exec(check, interruptible=False).strip()
+    if digest != want:
+        raise UploadFailed(
+            f"The board's copy did not match after writing (checksum {digest}, expected "
+            f"{want}); it was removed.", "Run the command again.", cause="verify")
+    return UploadReport(len(data), wire, time.monotonic() - started, resends, digest, "stream")
+
+
+def _abort(chan: _Channel, cause: str, written: int) -> UploadReport:
+    """Ask the stream program to stop and remove its file; wait for it to end."""
+    link = chan.board.link
+    deadline = time.monotonic() + 8.0
+    link.write(codec.abort_frame())
+    while time.monotonic() < deadline:
+        try:
+            reply = chan.byte(deadline - time.monotonic())
+        except BoardTimeout:
+            break
+        if reply == codec.NAK:
+            # The abort landed inside a frame; the board now looks for a header again.
+            chan.byte(1.0)
+            link.write(codec.abort_frame())
+        elif reply == b"!" or reply == b"\x04":
+            chan.repl._rx[:0] = reply
+            chan.finish()
+            break
+    if cause == "interrupt":
+        raise UploadFailed("interrupted", cause="interrupt", written=written)
+    raise UploadFailed("The line lost too many bytes to finish the upload.",
+                       "Check the cable; a lower baud rate may help.", cause="error")
+
+
+def replace_program(temp: str, dest: str, want: str) -> str:
+    kind = "adler32" if want.startswith("adler32:") else "sha256"
+    return _call(checksum_program(kind) + _REPLACE,
+                 f"print(__mpk_rp({temp!r},{dest!r},{want!r}))", "__mpk_rp,__mpk_ad")
+
+
+def stream_download(
+    board,  # noqa: ANN001
+    path: str,
+    *,
+    size: int,
+    frame_size: int = 512,
+    progress: Progress | None = None,
+) -> bytes:
+    """Read a file through framed raw bytes; each frame's sum is checked on arrival."""
+    chan = _start(board, _call(_STREAM_GET, f"__mpk_get({path!r},{frame_size})", "__mpk_get"))
+    data = bytearray()
+    try:
+        while True:
+            if board.interrupt_requested:
+                _stop_program(board)
+                raise Interrupted("Download interrupted; nothing was saved on the host.")
+            header = chan.exact(4, 5.0)
+            length, total = codec.parse_download_header(header)
+            if length == 0:
+                break
+            if length > frame_size:
+                raise chan.unexpected(header)
+            chunk = chan.exact(length, 5.0)
+            if codec.sum16(chunk) != total:
+                _stop_program(board)
+                raise MpkernelError("A chunk of the download arrived damaged.",
+                                    "Run the command again; check the cable if it repeats.")
+            data += chunk
+            if progress is not None:
+                progress(len(data), max(size, len(data)))
+    except LinkLost:
+        board._drop_link()
+        raise
+    chan.finish()
+    return bytes(data)
+
+
+def _stop_program(board) -> None:  # noqa: ANN001
+    """Ctrl-C a streaming program; its binary output is thrown away and the board resynced."""
+    board.link.write(b"\x03")
+    board.repl.discard_input(quiet_for=0.2, limit=2.0)
+    board.busy_reason = "transfer interrupted"
+
+
+# -- exec-per-chunk path ------------------------------------------------------------------
+def exec_upload(
+    board,  # noqa: ANN001
+    data: bytes,
+    target: str,
+    *,
+    chunk: int,
+    binascii: bool,
+    deflate: bool,
+    progress: Progress | None = None,
+) -> UploadReport:
+    """Write `target` with one exec per chunk; the caller verifies and cleans up."""
+    started = time.monotonic()
+    setup = f"__mpk_f=open({target!r},'wb')\n"
+    if binascii:
+        setup += ("try:\n from binascii import a2b_base64 as __b64\nexcept ImportError:\n"
+                  " from ubinascii import a2b_base64 as __b64\n")
+    if deflate:
+        setup += ("def __inf(s):\n import deflate,io\n"
+                  " return deflate.DeflateIO(io.BytesIO(__b64(s)),deflate.RAW).read()\n")
+    board.exec(setup)
+    wire = 0
+    try:
+        for start in range(0, len(data), chunk):
+            enc = codec.encode_chunk(data[start : start + chunk], binascii=binascii,
+                                     deflate=deflate)
+            board.exec(f"__mpk_f.write({enc.expr})")
+            wire += len(enc.expr) + 16
+            if progress is not None:
+                progress(min(len(data), start + chunk), len(data))
+    finally:
+        board.exec("__mpk_f.close()\ndel __mpk_f", interruptible=False)
+    return UploadReport(len(data), wire, time.monotonic() - started, 0, "", "exec")
+
+
+def exec_download(
+    board, path: str, *, size: int, chunk: int, binascii: bool,  # noqa: ANN001
+    progress: Progress | None = None,
+) -> bytes:
+    """Print the file as literals, one chunk a line (base64 where binascii exists)."""
+    enc = ("(lambda c:b2a_base64(c))" if binascii else "repr")
+    imp = ("try:\n from binascii import b2a_base64\nexcept ImportError:\n"
+           " from ubinascii import b2a_base64\n" if binascii else "")
+    program = (f"{imp}def __mpk_g(n):\n f=open(n,'rb')\n while 1:\n  c=f.read({chunk})\n"
+               f"  if not c:break\n  print({enc}(c))\n f.close()\n"
+               f"__mpk_g({path!r})\ndel __mpk_g\n")
+    data = bytearray()
+    pending = ""
+
+    def on_output(text: str) -> None:
+        nonlocal pending
+        pending += text
+        while "\n" in pending:
+            line, pending = pending.split("\n", 1)
+            line = line.strip()
+            if not line:
+                continue
+            value = ast.literal_eval(line)
+            if binascii:
+                import base64
+
+                value = base64.b64decode(value)
+            data.extend(value)
+            if progress is not None:
+                progress(len(data), max(size, len(data)))
+
+    board.exec(program, on_output=on_output)
+    return bytes(data)
