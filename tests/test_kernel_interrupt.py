@@ -53,8 +53,11 @@ def run(kc, code: str, on_start=None, timeout: float = 60) -> tuple[dict, list[d
             break
         if msg["msg_type"] in ("stream", "error", "execute_result"):
             outputs.append(msg)
-    reply = kc.get_shell_msg(timeout=10)
-    return reply["content"], outputs
+    # wait_for_ready may leave extra kernel_info replies queued: take this cell's reply.
+    while True:
+        reply = kc.get_shell_msg(timeout=10)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"], outputs
 
 
 @pytest.mark.parametrize(
@@ -76,7 +79,7 @@ def test_interrupt_stops_the_cell_and_keeps_variables(kernel: tuple, loop: str) 
 
     reply, outputs = run(kc, "n = 7\n" + loop, on_start=interrupt_soon)
     ended = time.monotonic()
-    assert reply["status"] == "error"
+    assert reply["status"] == "error", (reply, outputs)
     assert reply["ename"] == "KeyboardInterrupt"
     assert [m for m in outputs if m["msg_type"] == "error"][0]["content"]["ename"] == (
         "KeyboardInterrupt"

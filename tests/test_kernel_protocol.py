@@ -47,8 +47,15 @@ class MicroPythonKernelTests(jupyter_kernel_test.KernelTests):
     file_extension = ".py"
 
     code_hello_world = "print('hello, world')"
-    # code_stderr stays undefined: the micro:bit firmware (v1.9.2) has no sys.stderr, and the
-    # raw REPL sends only tracebacks on its error channel, which become error messages.
+    # The board's raw REPL has one output stream (the micro:bit firmware has no sys.stderr;
+    # tracebacks become error messages). stderr, rich display and clear_output reach the
+    # notebook from %%host cells, which run on the host's IPython inside this kernel.
+    code_stderr = "%%host\nimport sys\nprint('oops', file=sys.stderr)"
+    code_display_data = [
+        {"code": "%%host\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>hi</b>'))",
+         "mime": "text/html"},
+    ]
+    code_clear_output = "%%host\nfrom IPython.display import clear_output\nclear_output()"
     completion_samples = [
         {"text": "pri", "matches": {"print"}},
         {"text": "import neo", "matches": {"neopixel"}},
