@@ -193,7 +193,7 @@ class Board:
         # On first contact, listen a moment before interrupting: the port was just opened
         # (pyserial drops what arrived before), and a busy program's last line is worth
         # quoting in "stopped main.py; its last output: ...".
-        stopped = catch_busy_board(repl, self.catch_timeout, self.note, listen=0.3 if first else 0)
+        stopped = catch_busy_board(repl, self.catch_timeout, self.note, listen=0.4 if first else 0)
         self.busy_reason = ""
         self.session_survived = self._verify_nonce() == self._session != ""
         if first or not self.caps.version:
@@ -209,8 +209,16 @@ class Board:
         # board must compute cannot. The session marker rides along: it tells a real reset
         # (variables gone) from output that only looked like one.
         nonce = secrets.randbelow(10**9)
-        for _ in range(2):
-            out = self._run_quiet(f"print({nonce}+1,globals().get('__mpk_session',''))")
+        for attempt in range(2):
+            try:
+                out = self._run_quiet(f"print({nonce}+1,globals().get('__mpk_session',''))")
+            except (DeviceError, BoardReset, BoardTimeout):
+                # A late Ctrl-C of our own, or a reset (a button) in the middle of resyncing:
+                # catch whatever runs now and ask once more.
+                if attempt:
+                    raise
+                catch_busy_board(self._repl(), self.catch_timeout, self.note)
+                continue
             words = out.strip().split()
             if len(words) >= 1 and str(nonce + 1) in words:
                 after = words[words.index(str(nonce + 1)) + 1 :]

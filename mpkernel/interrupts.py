@@ -143,7 +143,7 @@ def describe_stopped(seen: bytes) -> str:
         line.strip() for line in text[:at].split("\n")
         if line.strip() and not line.lstrip().startswith((">>>", "raw REPL", ">", "OK"))
     ]
-    last = " / ".join(before[-2:])
+    last = before[-1] if before else ""
     if len(last) > 160:
         last = "..." + last[-157:]
     sentence = f"Stopped {what}, which was running"
@@ -155,19 +155,19 @@ def catch_busy_board(
 ) -> str:
     """Stop whatever runs and reach a raw prompt within `timeout` s.
 
-    `listen` s are spent first reading what the board prints by itself (ended early by a
-    complete line), so the sentence can quote a busy program's last output.
+    `listen` s are spent first reading what the board prints by itself (ended early by two
+    line ends), so the sentence can quote a busy program's last output.
     Returns a sentence about what was stopped ("" if the board was idle). Raises BoardBusy
     naming the reason (ignores Ctrl-C, silent) otherwise.
     """
     link = repl.link
     seen = bytearray(repl.take_pending())
     listen_end = time.monotonic() + listen
-    while time.monotonic() < listen_end:
-        data = link.read(min(0.05, max(0.0, listen_end - time.monotonic())))
-        seen += data
-        if not data and seen.endswith(b"\n"):
-            break  # a whole line, then a pause: enough to quote
+    while time.monotonic() < listen_end and seen.count(b"\n") < 2:
+        seen += link.read(min(0.05, max(0.0, listen_end - time.monotonic())))
+    if listen and seen.count(b"\n") >= 2:
+        # The port was opened mid-line: the first line heard may be a fragment.
+        del seen[: seen.find(b"\n") + 1]
     start = time.monotonic()
     deadline = start + timeout
     # \r ends any half-typed line; Ctrl-C stops a program (or clears a raw line); Ctrl-A then

@@ -96,7 +96,7 @@ class ScriptedBoard:
 def test_describe_names_main_py_its_line_and_last_output() -> None:
     seen = b"pub 41\r\npub 42\r\n" + MAIN_TRACE + BANNER + b">>> "
     assert describe_stopped(seen) == (
-        "Stopped main.py at line 6, which was running; its last output: pub 41 / pub 42"
+        "Stopped main.py at line 6, which was running; its last output: pub 42"
     )
 
 
