@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mpkernel.errors import MpkernelError, ResetUnsupported
+from mpkernel.interrupts import describe_stopped
 from mpkernel.rawrepl import FRIENDLY_PROMPT, RAW_BANNER
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def rescue(board: Board, note: Callable[[str], None], confirm: Callable[[str], b
             "button while resetting (where it has one) skips main.py. Only if all of that "
             "fails: re-flash the firmware with %flash (this erases the files on the board).",
         )
-    stopped = board.resync()
+    stopped = board.resync() or describe_stopped(seen)
     lines = ["The board answers again." + (f" {stopped}" if stopped else "")]
     if board.file_exists("main.py"):
         question = (
