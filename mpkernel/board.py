@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mpkernel import cells
 from mpkernel.caps import PROBE as _PROBE
 from mpkernel.caps import Capabilities
+from mpkernel.display import report_lines
 from mpkernel.errors import (
     BoardReset,
     BoardTimeout,
@@ -556,12 +557,5 @@ def _boot_text(reset: ResetDuringExec) -> str:
 
 
 def report(err: MpkernelError) -> str:
-    """An error as status lines for a cell (the boot output indented, as errors show it)."""
-    lines = [str(err)]
-    boot = getattr(err, "boot_output", "")
-    if boot:
-        lines.append("What the board printed as it booted:")
-        lines.extend("    " + line for line in boot.replace("\r\n", "\n").split("\n"))
-    if err.hint:
-        lines.append(err.hint)
-    return "\n".join(lines)
+    """An error as status lines for a cell, laid out as error messages show it."""
+    return "\n".join(report_lines(err))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from mpkernel.errors import MpkernelError
 
 
 class Progress(Protocol):
@@ -108,12 +111,17 @@ def user_error_content(err: Exception) -> dict[str, object]:
     if isinstance(err, DeviceError):
         return error_content(err.ename, err.evalue, err.traceback)
     if isinstance(err, MpkernelError):
-        lines = [str(err)]
-        boot = getattr(err, "boot_output", "")
-        if boot:
-            lines.append("What the board printed as it booted:")
-            lines.extend("    " + line for line in boot.replace("\r\n", "\n").split("\n"))
-        if err.hint:
-            lines.append(err.hint)
-        return error_content(type(err).__name__, str(err), lines)
+        return error_content(type(err).__name__, str(err), report_lines(err))
     return error_content(type(err).__name__, str(err), [f"{type(err).__name__}: {err}"])
+
+
+def report_lines(err: MpkernelError) -> list[str]:
+    """An MpkernelError as lines: what happened, the boot output indented, the way out."""
+    lines = [str(err)]
+    boot = getattr(err, "boot_output", "")
+    if boot:
+        lines.append("What the board printed as it booted:")
+        lines.extend("    " + line for line in boot.replace("\r\n", "\n").split("\n"))
+    if err.hint:
+        lines.append(err.hint)
+    return lines
