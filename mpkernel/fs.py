@@ -13,6 +13,10 @@ old file, copies, verifies and removes the temporary. Interrupted in that last w
 next operation finishes the copy from the verified temporary. The price: replacing a file
 needs room for two copies of it on a filesystem of ~15 KB; when it does not fit, the old
 file is kept and the error says how much room was needed and free.
+
+Room is checked before writing, from the file sizes and the filesystem's chunk layout, not
+by writing until ENOSPC: measured on the emulated micro:bit (v1.9.2), a write that runs out
+of free chunks after a deletion can overwrite another file's chunks instead of failing.
 """
 
 from __future__ import annotations
@@ -133,6 +137,8 @@ class FileSystem:
         board.ensure_ready()
         if self._info is None or self._checked_link is not board.link:
             kbd, uart = ast.literal_eval(board.exec(_FS_PROBE, interruptible=False).strip())
+            if kbd and uart:
+                board.exec(transfer.INTERN, interruptible=False)
             caps = board.caps
             self._info = FsInfo(
                 flat=not caps.mkdir and not caps.ilistdir, stream=bool(kbd and uart),
@@ -179,8 +185,11 @@ class FileSystem:
             + forget + "del __p", interruptible=False)
 
     def _run_replace(self, temp: str, dest: str, want: str) -> str:
-        out = self.board.exec(transfer.replace_program(temp, dest, want), interruptible=False)
-        return out.strip().splitlines()[-1] if out.strip() else "?"
+        check, copy = transfer.replace_programs(temp, dest, want)
+        out = self.board.exec(check, interruptible=False).strip()
+        if out.endswith("go"):
+            out = self.board.exec(copy, interruptible=False).strip()
+        return out.splitlines()[-1] if out else "?"
 
     # -- reading ----------------------------------------------------------------------------
     def kind(self, path: str) -> str | None:
@@ -248,6 +257,12 @@ del __mpk_ls
                                "Use %ls to see what it holds.")
         return size
 
+    def _size_or_none(self, path: str) -> int | None:
+        try:
+            return self.size(path)
+        except FileNotFound:
+            return None
+
     def digests(self, paths: list[str]) -> dict[str, str | None]:
         """The board's digest of each file (None where it is missing), in one exec."""
         if not paths:
@@ -264,39 +279,30 @@ del __mpk_ls
         return result
 
     def df(self) -> tuple[int | None, int]:
-        """(total or None, free) bytes. Without statvfs, free is measured by filling a probe
-        file until the board says full (then removing it)."""
+        """(total, free) bytes: from statvfs, else estimated from the micro:bit filesystem's
+        layout (never by filling it: on this firmware a full filesystem can overwrite
+        another file's chunks instead of raising ENOSPC)."""
         if self.board.caps.statvfs:
             out = self.board.exec(_OS + "__v=os.statvfs('/')\nprint(__v[0]*__v[2],__v[0]*__v[4])"
                                   "\ndel __v")
             total, free = (int(x) for x in out.split())
             return total, free
+        used = self._used_chunks()
+        total = codec.MICROBIT_CHUNKS * codec.CHUNK_DATA
+        return total, max(0, (codec.MICROBIT_CHUNKS - used) * codec.CHUNK_DATA)
+
+    def _used_chunks(self) -> int:
         self.info()
-        out = self.board.exec(_OS + """def __mpk_df():
- n=0;z=bytes(128);p=open('.mpkp','wb')
- try:
-  while 1:
-   p.write(z);n+=128
- except OSError:
-  pass
- try:
-  p.close()
- except OSError:
-  pass
- try:
-  n=os.size('.mpkp')
- except OSError:
-  pass
- try:
-  os.remove('.mpkp')
- except OSError:
-  pass
- print(n,sum(os.size(f) for f in os.listdir()))
-__mpk_df()
-del __mpk_df
-""", interruptible=False)
-        free, used = (int(x) for x in out.split())
-        return free + used, free
+        out = self.board.exec(_OS + "print([(n,os.size(n)) for n in os.listdir()])")
+        return sum(codec.chunks_for(n, size) for n, size in ast.literal_eval(out.strip()))
+
+    def _check_room(self, path: str, size: int, old: int | None) -> None:
+        """Refuse an upload the flat filesystem cannot hold before writing a byte (see df)."""
+        used = self._used_chunks()
+        need = codec.chunks_for(codec.temp_name(path) if old is not None else path, size) + 1
+        free = codec.MICROBIT_CHUNKS - used - codec.SAFETY_CHUNKS
+        if need > free:
+            raise self._full(path, size, max(0, free * codec.CHUNK_DATA), replacing=old is not None)
 
     # -- changing ---------------------------------------------------------------------------
     def rm(self, remote: str, recursive: bool = False) -> list[str]:
@@ -338,7 +344,12 @@ del __mpk_rm
         except DeviceError as err:
             raise self._explain(err, remote) from None
 
-    def put(self, data: bytes, remote: str, progress: Progress | None = None) -> PutResult:
+    def rm_quiet(self, path: str) -> None:
+        """Remove a file if it exists, even after an interrupt (clean-up steps)."""
+        self._remove_quiet([path])
+
+    def put(self, data: bytes, remote: str, progress: Progress | None = None,
+            *, scratch: bool = False) -> PutResult:
         """Write `data` to `remote`: verified on the board, replacing the old file only when
         the new one is complete. Raises a FileError/MpkernelError that says what happened
         and what was left on the board (the old file, untouched)."""
@@ -346,7 +357,8 @@ del __mpk_rm
 
         info = self.info()
         path = codec.check_path(remote, flat=info.flat)
-        if info.flat and path in (codec.JOURNAL, ".mpkp") or path.endswith(codec.TEMP_SUFFIX):
+        reserved = path in (codec.JOURNAL, ".mpkp") or path.endswith(codec.TEMP_SUFFIX)
+        if reserved and not scratch:
             raise codec.BadPath(f"{path} is a name mpkernel keeps for its own temporary files.")
         started = time.monotonic()
         kind = self.kind(path)
@@ -354,7 +366,9 @@ del __mpk_rm
             raise IsADirectory(f"{path} is a folder on the board, not a file.",
                                f"Give a file name inside it, e.g. {path}/name.")
         want = codec.digest(data, info.digest)
-        in_place = kind is None and not info.rename
+        if info.flat and not self.board.caps.statvfs:
+            self._check_room(path, len(data), self._size_or_none(path) if kind else None)
+        in_place = scratch or (kind is None and not info.rename)
         target = path if in_place else codec.temp_name(path)
         if not in_place:
             self._remove_quiet([target])  # a stray from an upload that died with the host

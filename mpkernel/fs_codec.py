@@ -125,7 +125,7 @@ def stream_frame_size(mem_free: int) -> int:
     return _clamp(mem_free // 24, 64, 512) // 64 * 64
 
 
-def stream_window(frame_size: int, rate: float = 11_520.0, rtt: float = 0.040) -> int:
+def stream_window(frame_size: int, rate: float = 11_520.0, rtt: float = 0.060) -> int:
     """Frames in flight: enough to cover a round trip (USB latency both ways and the board's
     turnaround) so the wire, not the acknowledgements, sets the pace; at least 2."""
     in_flight = rate * rtt + frame_size
@@ -177,6 +177,19 @@ def temp_name(path: str) -> str:
 
 
 TEMP_SUFFIX = ".mpk~"
+
+# The micro:bit filesystem stores files in 128-byte chunks carrying 126 data bytes; the first
+# chunk also holds the name and its length. Measured on the emulated board: 120 chunks (one
+# file of 15,104 bytes named "y" fills it). Real boards with smaller firmware have more, so
+# this estimate errs on the safe side there.
+CHUNK_DATA = 126
+MICROBIT_CHUNKS = 120
+SAFETY_CHUNKS = 2  # the journal and one to spare
+
+
+def chunks_for(name: str, size: int) -> int:
+    """Chunks a file takes on the micro:bit filesystem."""
+    return -(-(size + len(name.encode()) + 2) // CHUNK_DATA)
 JOURNAL = ".mpkj"
 
 

@@ -76,8 +76,9 @@ _SHA = """def __mpk_ad(n):
 # what it received in `b`, skips to the next byte that could start the frame it expects after
 # a loss, and sends NAK+seq once per loss (again after 300 ms of silence). It writes the
 # journal first, verifies the file against the host's digest at the end, and removes the
-# file itself on any failure.
-_STREAM_HELP = """def __mpk_sc(b,e,F,w):
+# file itself on any failure, after draining what the host still had in flight (with Ctrl-C
+# on again, a stray 0x03 in those bytes would raise KeyboardInterrupt).
+_STREAM_SCAN = """def __mpk_sc(b,e,F,w):
  if len(b)<5:return b,2 if b and w>50 else 0,5,None
  m=b[1]|b[2]<<8
  if m==65535 and b[0]==0:return b,3,0,None
@@ -88,7 +89,9 @@ _STREAM_HELP = """def __mpk_sc(b,e,F,w):
  d=b[5:5+m]
  if sum(d)&65535!=b[3]|b[4]<<8:return b[1:],2,5,None
  return b[5+m:],1,5,d
-def __mpk_fr(d,e,S):
+"""
+
+_STREAM_HELP = """def __mpk_fr(d,e,S):
  if not e:
   P=str(d,'utf8').split('|');S[1]=P
   if P[1]:
@@ -103,8 +106,11 @@ def __mpk_fr(d,e,S):
    return 'F'
   S[2]+=len(d)
  return 'k'
-def __mpk_end(S,ok):
- import os
+def __mpk_end(S,ok,rd):
+ import os,utime
+ tk=utime.ticks_ms;t=tk()
+ while not ok and utime.ticks_diff(tk(),t)<150:
+  if rd(96):t=tk()
  try:
   S[0].close()
  except Exception:
@@ -143,8 +149,8 @@ _STREAM_UP = """def __mpk_up(F):
     e+=1;wr(b'k' if r=='k' else b'D')
     if r=='D':ok=1;break
  finally:
+  ok=__mpk_end(S,ok,rd)
   micropython.kbd_intr(3)
-  ok=__mpk_end(S,ok)
  print('ok' if ok else '!'+y)
 """
 
@@ -160,9 +166,10 @@ _VERIFY = """def __mpk_vf(n,want,j):
  print(g)
 """
 
-# Put a verified temp file in place where the firmware has no rename: probe that the copy
-# fits, remove the old file, copy, verify, drop the temp and the journal. Re-running it
-# finishes an interrupted replace (it is also the recovery step).
+# Put a verified temp file in place where the firmware has no rename: record the step in the
+# journal, remove the old file, copy, verify, drop the temp and the journal. Re-running it
+# finishes an interrupted replace (it is also the recovery step). Room was checked by the
+# host before the upload started (never by filling the filesystem: see fs.py).
 _REPLACE = """def __mpk_rp(t,d,want):
  import os
  fs=os.listdir()
@@ -174,16 +181,13 @@ _REPLACE = """def __mpk_rp(t,d,want):
  j=open('.mpkj','w');j.write('c\\n%s\\n%s\\n%s\\n'%(t,d,want));j.close()
  if d in fs and __mpk_ad(d)==want:
   os.remove(t);os.remove('.mpkj');return 'ok'
- need=os.size(t)-(os.size(d) if d in fs else 0)+256
- if need>0:
-  p=open('.mpkp','wb');z=bytes(128)
-  try:
-   while need>0:
-    p.write(z);need-=128
-  except OSError:
-   p.close();os.remove('.mpkp');os.remove(t);os.remove('.mpkj');return 'full'
-  p.close();os.remove('.mpkp')
- if d in fs:os.remove(d)
+ return 'go'
+"""
+
+# The second half, as its own exec (RAM): remove the old file, copy, verify, tidy up.
+_COPY = """def __mpk_cp(t,d,want):
+ import os
+ if d in os.listdir():os.remove(d)
  s=open(t,'rb');o=open(d,'wb')
  while 1:
   c=s.read(256)
@@ -341,8 +345,10 @@ def stream_upload(
     UploadFailed says why. Returns the board's digest on success.
     """
     started = time.monotonic()
-    # Two execs: one program this size would not compile in the micro:bit's RAM.
+    # Three execs, each under ~700 bytes: compiling one program of 2 KB needs more contiguous
+    # RAM than a micro:bit has free after a few cells (MemoryError while compiling).
     kind = "adler32" if want.startswith("adler32:") else "sha256"
+    board.exec(_STREAM_SCAN)
     board.exec(_STREAM_HELP)
     chan = _start(board, _call(_STREAM_UP, f"__mpk_up({frame_size})",
                                "__mpk_up,__mpk_fr,__mpk_end,__mpk_sc"))
@@ -424,10 +430,12 @@ def _abort(chan: _Channel, cause: str, written: int) -> UploadReport:
                        "Check the cable; a lower baud rate may help.", cause="error")
 
 
-def replace_program(temp: str, dest: str, want: str) -> str:
+def replace_programs(temp: str, dest: str, want: str) -> tuple[str, str]:
+    """Check-and-probe, then copy: two execs, as one would not compile in 7 KB of RAM."""
     kind = "adler32" if want.startswith("adler32:") else "sha256"
-    return _call(checksum_program(kind) + _REPLACE,
-                 f"print(__mpk_rp({temp!r},{dest!r},{want!r}))", "__mpk_rp,__mpk_ad")
+    args = f"({temp!r},{dest!r},{want!r})"
+    return (_call(checksum_program(kind) + _REPLACE, f"print(__mpk_rp{args})", "__mpk_rp,__mpk_ad"),
+            _call(checksum_program(kind) + _COPY, f"print(__mpk_cp{args})", "__mpk_cp,__mpk_ad"))
 
 
 def stream_download(
@@ -542,3 +550,33 @@ def exec_download(
 
     board.exec(program, on_output=on_output)
     return bytes(data)
+
+
+def _intern_program() -> str:
+    """One short program naming every identifier and short string the transfer programs use.
+
+    MicroPython interns those for good in qstr pools placed wherever the heap has room; when
+    the first upload does it, the pools land mid-heap and split the free RAM so the next
+    upload's program no longer compiles (MemoryError on a 10 KB heap). Run once right after
+    connecting, while the heap is still unfragmented, it puts them in one place.
+    """
+    import io
+    import keyword
+    import tokenize
+
+    names: set[str] = set()
+    strings: set[str] = set()
+    for text in (_STREAM_SCAN, _STREAM_HELP, _STREAM_UP, _VERIFY, _ADLER, _REPLACE, _COPY,
+                 _STREAM_GET):
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.NAME and not keyword.iskeyword(tok.string):
+                names.add(tok.string)
+            elif tok.type == tokenize.STRING and not tok.string.startswith("b"):
+                value = ast.literal_eval(tok.string)
+                if len(value) <= 10 and "%" not in value:
+                    strings.add(value)
+    params = ",".join(sorted(names))
+    return f"__mpk_q=(lambda {params}:0,{tuple(sorted(strings))!r})\ndel __mpk_q\n"
+
+
+INTERN = _intern_program()

@@ -1,0 +1,148 @@
+"""The files API on the emulated micro:bit: round trips, atomic replace, interrupts, resets,
+a full filesystem, and recovery from a journal left by a power loss."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from harness import BAUD_115200, USB_SERIAL_LATENCY
+
+from mpkernel import fs_codec as codec
+from mpkernel.errors import BoardReset, Interrupted
+from mpkernel.fs import BoardFull, FileNotFound, FileSystem, Unsupported
+
+pytestmark = pytest.mark.device
+
+
+def names(fs: FileSystem) -> list[str]:
+    return [e.path for e in fs.ls()]
+
+
+def wipe(board) -> None:  # noqa: ANN001
+    """Remove every file (the session shares one emulated flash between tests), and start
+    from a soft reset: earlier tests' programs leave the 10 KB heap fragmented."""
+    board.soft_reset()
+    board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
+
+
+@pytest.fixture
+def fs(board, relay) -> FileSystem:  # noqa: ANN001
+    # A real 115200-baud line: the unthrottled pty feeds the emulated UART faster than a
+    # loaded host lets the firmware drain it.
+    relay.set_throttle(rate=BAUD_115200)
+    wipe(board)
+    return FileSystem(board)
+
+
+def test_binary_round_trips_of_several_sizes(fs: FileSystem) -> None:
+    every_byte = bytes(range(256)) * 3  # 0x00-0x1f (Ctrl-C, Ctrl-D), 0x80-0xff
+    for size, data in [(0, b""), (1, b"\x03"), (768, every_byte), (5000, os.urandom(5000))]:
+        result = fs.put(data, "blob.bin")
+        assert fs.get("blob.bin") == data, f"{size} bytes came back different"
+        assert "verified" in result.summary()
+    assert names(fs) == ["blob.bin"]  # no temporary or journal left behind
+
+
+def test_a_file_near_the_filesystem_limit_larger_than_ram(fs: FileSystem) -> None:
+    # The emulated filesystem holds ~15 KB; free RAM is ~7 KB.
+    data = os.urandom(12_000)
+    fs.put(data, "big.bin")
+    assert fs.get("big.bin") == data
+    assert fs.ls()[0].size == 12_000
+
+
+def test_replacing_keeps_no_temp_and_a_throttled_link_still_verifies(fs: FileSystem,
+                                                                     relay) -> None:  # noqa: ANN001
+    fs.put(b"old contents\n", "cfg.txt")
+    relay.set_throttle(rate=BAUD_115200, latency=USB_SERIAL_LATENCY)
+    new = os.urandom(3000)
+    fs.put(new, "cfg.txt")
+    relay.set_throttle(rate=BAUD_115200)
+    assert fs.get("cfg.txt") == new
+    assert names(fs) == ["cfg.txt"]
+
+
+def test_interrupt_mid_upload_leaves_the_old_file(fs: FileSystem) -> None:
+    fs.put(b"version 1\n", "main.py")
+    board = fs.board
+    board.start_cell()
+
+    def interrupt_halfway(done: int, total: int) -> None:
+        if done >= total // 3:
+            board.interrupt()
+
+    with pytest.raises(Interrupted) as err:
+        fs.put(os.urandom(6000), "main.py", progress=interrupt_halfway)
+    assert "main.py is unchanged" in str(err.value)
+    board.start_cell()
+    assert fs.get("main.py") == b"version 1\n"
+    assert names(fs) == ["main.py"]
+
+
+def test_reset_mid_upload_leaves_the_old_file(fs: FileSystem, relay) -> None:  # noqa: ANN001
+    fs.put(b"keep me\n", "data.txt")
+    fired = []
+
+    def reset_once(done: int, total: int) -> None:
+        if not fired and done >= 1000:
+            fired.append(done)
+            relay.reset_board()
+
+    with pytest.raises(BoardReset) as err:
+        fs.put(os.urandom(5000), "data.txt", progress=reset_once)
+    assert "data.txt is unchanged" in str(err.value)
+    assert fs.get("data.txt") == b"keep me\n"
+    assert names(fs) == ["data.txt"]
+
+
+def test_filling_the_filesystem_says_needed_and_free(fs: FileSystem) -> None:
+    fs.put(os.urandom(6000), "a.bin")
+    with pytest.raises(BoardFull) as err:
+        fs.put(os.urandom(12_000), "b.bin")
+    text = str(err.value)
+    assert "12000 bytes" in text and "free" in text
+    assert names(fs) == ["a.bin"]
+    # Replacing needs room for both copies: refused, the old file kept.
+    old = fs.get("a.bin")
+    with pytest.raises(BoardFull) as err:
+        fs.put(os.urandom(9000), "a.bin")
+    assert "old file is unchanged" in str(err.value)
+    assert fs.get("a.bin") == old
+    assert names(fs) == ["a.bin"]
+
+
+def test_recovery_undoes_a_half_written_file_and_finishes_a_replace(board, relay) -> None:  # noqa: ANN001
+    relay.set_throttle(rate=BAUD_115200)
+    wipe(board)
+    # As left by a power loss while writing new.py in place (journal "w"):
+    board.exec("f=open('new.py','w');f.write('half');f.close()\n"
+               "f=open('.mpkj','w');f.write('w\\nnew.py\\n');f.close()")
+    fs = FileSystem(board)
+    fs.info()
+    assert names(fs) == []
+    # As left by a power loss after the old main.py was removed, mid-copy (journal "c"):
+    good = b"print('new')\n" * 20
+    want = codec.digest(good, "adler32")
+    board.exec(f"f=open('main.py.mpk~','wb');f.write({good!r});f.close()\n"
+               "f=open('main.py','w');f.write('print(');f.close()\n"
+               f"f=open('.mpkj','w');f.write('c\\nmain.py.mpk~\\nmain.py\\n{want}\\n');f.close()")
+    fresh = FileSystem(board)
+    said = fresh.recover()
+    assert "main.py" in said
+    assert fresh.get("main.py") == good
+    assert names(fresh) == ["main.py"]
+
+
+def test_clear_errors(fs: FileSystem) -> None:
+    with pytest.raises(FileNotFound, match="no nothere.txt"):
+        fs.get("nothere.txt")
+    with pytest.raises(Unsupported, match="flat"):
+        fs.mkdir("lib")
+    with pytest.raises(codec.BadPath, match="flat"):
+        fs.put(b"x", "lib/x.py")
+    with pytest.raises(codec.BadPath, match="reject"):
+        fs.put(b"x", "bad\x01name")
+    total, free = fs.df()
+    assert 10_000 < free <= total < 40_000
+    assert names(fs) == []
