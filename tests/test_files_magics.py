@@ -1,0 +1,118 @@
+"""File magics on the emulated micro:bit, as a user sees them in a notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import BAUD_115200
+
+from mpkernel.display import TextProgress
+from mpkernel.errors import MpkernelError
+from mpkernel.magics import MagicContext, registry
+
+pytestmark = pytest.mark.device
+
+
+class Notebook:
+    """Runs magics with a context like the kernel's (text progress, no widgets)."""
+
+    def __init__(self, board) -> None:  # noqa: ANN001
+        self.out: list[str] = []
+        self.ctx = MagicContext(
+            get_board=lambda: board, write=self.out.append,
+            make_progress=lambda label, total: TextProgress(label, total, self.out.append),
+        )
+
+    def run(self, line: str, body: str | None = None) -> str:
+        start = len(self.out)
+        name, _, rest = line.partition(" ")
+        magic = registry()[name]
+        args = magic.parse(rest)
+        if magic.cell:
+            magic.handler(self.ctx, args, body or "")
+        else:
+            magic.handler(self.ctx, args)
+        return "".join(self.out[start:])
+
+
+@pytest.fixture
+def nb(board, relay) -> Notebook:  # noqa: ANN001
+    relay.set_throttle(rate=BAUD_115200)
+    board.soft_reset()  # a clean heap: earlier tests' programs leave it fragmented
+    board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
+    return Notebook(board)
+
+
+def test_writefile_run_streams_output_and_writes_to_the_board_not_the_host(
+        nb: Notebook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = nb.run("%%writefile hello.py --run", "for i in range(3):\n    print('line', i)\n")
+    assert "verified" in out
+    assert "line 0\nline 1\nline 2\n" in out and "\r\n" not in out
+    assert not (tmp_path / "hello.py").exists()
+    assert nb.run("%cat hello.py") == "for i in range(3):\n    print('line', i)\n"
+
+
+def test_run_a_host_file_leaves_no_copy(nb: Notebook, tmp_path: Path) -> None:
+    script = tmp_path / "exp.py"
+    script.write_text("x = 6 * 7\nprint('answer', x)\n")
+    assert nb.run(f"%run {script}") == "answer 42\n"
+    assert "No files" in nb.run("%ls")
+
+
+def test_sync_uploads_only_what_changed_even_behind_its_back(nb: Notebook, tmp_path: Path,
+                                                             board) -> None:  # noqa: ANN001
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "main.py").write_text("import drv\ndrv.go()\n")
+    (src / "drv.py").write_text("def go():\n    print('go')\n")
+    out = nb.run(f"%sync {src}")
+    assert "0 unchanged; uploading 2" in out
+    assert "0 unchanged; uploading 0" not in out
+    assert "2 unchanged; uploading 0" in nb.run(f"%sync {src}")
+    # Someone edits drv.py on the board directly: the hash differs, so it goes up again.
+    board.exec("f=open('drv.py','w');f.write('broken');f.close()")
+    out = nb.run(f"%sync {src}")
+    assert "1 unchanged; uploading 1" in out and "drv.py" in out
+    assert nb.run("%cat drv.py") == "def go():\n    print('go')\n"
+    # A local change is uploaded; a board-only file is reported, and removed with --delete.
+    (src / "main.py").write_text("print('v2')\n")
+    board.exec("f=open('extra.txt','w');f.write('x');f.close()")
+    out = nb.run(f"%sync {src}")
+    assert "uploading 1" in out and "extra.txt" in out and "--delete" in out
+    out = nb.run(f"%sync {src} --delete")
+    assert "Removed extra.txt" in out
+    assert "extra.txt" not in nb.run("%ls")
+
+
+def test_put_get_with_one_updating_progress_line(nb: Notebook, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 16
+    local = tmp_path / "blob.bin"
+    local.write_bytes(data)
+    out = nb.run(f"%put {local}")
+    assert out.count("\n") == 1 and out.startswith("\r")  # one line, redrawn in place
+    assert "Wrote blob.bin (4096 bytes)" in out and "verified" in out
+    back = tmp_path / "back.bin"
+    out = nb.run(f"%get blob.bin {back}")
+    assert back.read_bytes() == data and "checksum" in out
+    listing = nb.run("%ls -l")
+    assert "blob.bin" in listing and "4096" in listing and "no file dates" in listing
+    assert "binary" in nb.run("%cat blob.bin")
+    assert "free of" in nb.run("%df")
+
+
+def test_clear_errors_name_the_cause(nb: Notebook, tmp_path: Path) -> None:
+    with pytest.raises(MpkernelError, match="no missing.py on the board"):
+        nb.run("%cat missing.py")
+    with pytest.raises(MpkernelError, match="no missing.py on the board"):
+        nb.run("%rm missing.py")
+    with pytest.raises(MpkernelError, match="flat"):
+        nb.run("%mkdir lib")
+    folder = tmp_path / "pkg"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.py").write_text("a = 1\n")
+    with pytest.raises(MpkernelError, match="flat"):
+        nb.run(f"%put {folder}")
+    with pytest.raises(MpkernelError, match="no .*nothere.py on this computer"):
+        nb.run(f"%run {tmp_path / 'nothere.py'}")
