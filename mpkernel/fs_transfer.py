@@ -353,35 +353,61 @@ def stream_upload(
     chan = _start(board, _call(_STREAM_UP, f"__mpk_up({frame_size})",
                                "__mpk_up,__mpk_fr,__mpk_end,__mpk_sc"))
     state = journal.split("\n")[0] if journal else ""
-    frames = [f"{target}|{state}|{want}".encode()]
-    frames += [data[i : i + frame_size] for i in range(0, len(data), frame_size)]
-    total = len(frames) + 1  # the end frame is acknowledged with DONE
-    wire = 0
-    base = nxt = resends = 0
+    params = f"{target}|{state}|{want}".encode()
+    # Frame i covers data[spans[i][0]:spans[i][1]]; frame 0 is the parameters, the last the
+    # end marker. After a loss the frames from the lost one on are cut again, smaller and
+    # fewer in flight (the board was falling behind: a loaded emulator host, a busy board),
+    # and grow back after a run of clean acknowledgements.
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    size, win, clean = frame_size, window, 0
+    wire = base = resends = losses = 0
+    done_sending = False
     link = board.link
+    last_progress = time.monotonic()
     try:
-        while base < total:
+        while True:
             if board.interrupt_requested:
-                return _abort(chan, "interrupt", max(0, base - 1) * frame_size)
-            while nxt < total and nxt - base < window:
-                out = codec.frame(nxt, frames[nxt]) if nxt < len(frames) else codec.end_frame(nxt)
+                return _abort(chan, "interrupt", spans[base - 1][1] if base else 0)
+            while not done_sending and len(spans) - base < win:
+                seq = len(spans)
+                if seq == 0:
+                    spans.append((0, 0))
+                    out = codec.frame(0, params)
+                elif pos < len(data):
+                    chunk = data[pos : pos + size]
+                    spans.append((pos, pos + len(chunk)))
+                    pos += len(chunk)
+                    out = codec.frame(seq, chunk)
+                else:
+                    spans.append((pos, pos))
+                    out = codec.end_frame(seq)
+                    done_sending = True
                 link.write(out)
                 wire += len(out)
-                nxt += 1
             reply = chan.byte(5.0)
             if reply == codec.ACK:
                 base += 1
-                if progress is not None:
-                    progress(min(len(data), max(0, base - 1) * frame_size), len(data))
+                clean += 1
+                last_progress = time.monotonic()
+                if clean >= 8 and (size < frame_size or win < window):
+                    size, win, clean = min(frame_size, size * 2), min(window, win + 1), 0
+                if progress is not None and base > 0:
+                    progress(spans[base - 1][1], len(data))
             elif reply == codec.NAK:
                 seq = chan.byte(5.0)[0]
-                if seq == base & 0xFF and nxt > base:
-                    resends += nxt - base
-                    if resends > 64 + 2 * len(frames):
-                        return _abort(chan, "error", max(0, base - 1) * frame_size)
-                    nxt = base  # go back: the board waits for frame `base`
+                if seq == base & 0xFF and len(spans) > base:
+                    losses += 1
+                    resends += len(spans) - base
+                    if time.monotonic() - last_progress > 20 or losses > 100 + len(data) // 64:
+                        return _abort(chan, "error", spans[base - 1][1] if base else 0)
+                    # Go back: the board waits for frame `base`; cut again from its start.
+                    pos = spans[base][0] if base else 0
+                    del spans[base:]
+                    done_sending = False
+                    size, win, clean = max(48, size // 2), max(1, win // 2), 0
             elif reply == codec.DONE:
-                base = total
+                break
             elif reply == codec.FULL:
                 out_text = chan.finish()
                 written = int(out_text.split()[0]) if out_text.split() else 0
