@@ -146,3 +146,15 @@ def test_clear_errors(fs: FileSystem) -> None:
     total, free = fs.df()
     assert 10_000 < free <= total < 40_000
     assert names(fs) == []
+
+
+def test_exec_path_for_boards_without_a_raw_channel(fs: FileSystem) -> None:
+    # Boards without microbit.uart get one f.write(<literal>) per chunk; check it here too.
+    import dataclasses
+
+    fs._info = dataclasses.replace(fs.info(), stream=False)
+    data = bytes(range(256)) + os.urandom(1200)
+    result = fs.put(data, "e.bin")
+    assert result.method == "exec"
+    assert fs.get("e.bin") == data
+    assert names(fs) == ["e.bin"]
