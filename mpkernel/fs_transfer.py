@@ -534,7 +534,15 @@ def exec_upload(
         for start in range(0, len(data), chunk):
             enc = codec.encode_chunk(data[start : start + chunk], binascii=binascii,
                                      deflate=deflate)
-            board.exec(f"__mpk_f.write({enc.expr})")
+            for attempt in range(3):
+                try:
+                    board.exec(f"__mpk_f.write({enc.expr})")
+                    break
+                except DeviceError as err:
+                    # Plain raw mode has no flow control: a byte lost on the way gives a
+                    # SyntaxError before anything ran, so sending the chunk again is safe.
+                    if err.ename != "SyntaxError" or attempt == 2:
+                        raise
             wire += len(enc.expr) + 16
             if progress is not None:
                 progress(min(len(data), start + chunk), len(data))
