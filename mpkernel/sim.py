@@ -8,11 +8,14 @@ in emulated flash: it survives `hard_reset()` and is gone when QEMU exits.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +28,21 @@ INSTALL_HINT = (
     "(Debian/Ubuntu), or connect a real board with %connect PORT."
 )
 _PTY_LINE = re.compile(rb"char device redirected to (/dev/pts/\d+)")
+
+
+def _die_with_parent() -> None:
+    """In the QEMU child before exec: end it when the process that started it ends.
+
+    A kernel that Jupyter kills (SIGKILL on restart) runs no atexit handler, and QEMU, in a
+    session of its own, would run on forever. Linux's parent-death signal covers that case.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 class SimulatorMissing(MpkernelError):
@@ -69,7 +87,7 @@ class Simulator:
         # and that SIGINT must stop the cell, not kill the emulated board.
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         atexit.register(self.stop)
         assert self._proc.stdout is not None

@@ -53,3 +53,33 @@ def _error_of(board: Board, code: str) -> str:
     except Exception as err:  # the test wants the error's name
         return f"{type(err).__name__}: {err}"
     return ""
+
+
+@pytest.mark.device
+def test_the_emulator_ends_when_its_kernel_is_killed() -> None:
+    # Jupyter kills a kernel with SIGKILL on restart: no atexit runs, QEMU must still go.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "from mpkernel.sim import Simulator; import sys, time\n"
+         "s = Simulator().start(); print(s._proc.pid, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert child.stdout is not None
+    qemu_pid = int(child.stdout.readline())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(qemu_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(qemu_pid, signal.SIGKILL)
+    raise AssertionError("QEMU outlived the process that started it")
