@@ -211,8 +211,10 @@ class Board:
                 )
 
         try:
-            repl.send_code(code.encode(), timeout)
-            stderr = repl.follow(out.extend, tick)
+            # Inside a resync: send plainly, without the catch-and-resend of _send.
+            stderr = self._run_program(
+                code.encode(), out.extend, tick, send=lambda data: repl.send_code(data, timeout)
+            )
         except ResetDuringExec as reset:
             # No resync from here (this runs inside one): the caller's next step does it.
             self.busy_reason = "reset"
@@ -267,13 +269,11 @@ class Board:
                 if on_output is not None:
                     on_output(text)
 
-        repl = self._repl()
         ladder = InterruptLadder(self, timeout)
         self._exec_mark = self._interrupts
         self.running = True
         try:
-            self._send(data)
-            stderr = repl.follow(on_bytes, ladder.tick)
+            stderr = self._run_program(data, on_bytes, ladder.tick)
         except ResetDuringExec as reset:
             raise self._after_reset(reset, during="while the cell ran") from None
         except LinkLost:
@@ -298,6 +298,30 @@ class Board:
                 )
             raise DeviceError(ename, evalue, lines)
         return "".join(collected)
+
+    def _run_program(
+        self,
+        data: bytes,
+        on_bytes: Callable[[bytes], None],
+        tick: Callable[[Any], None],
+        send: Callable[[bytes], None] | None = None,
+    ) -> bytes:
+        """Send a program and follow it to its end; return its stderr.
+
+        Plain raw mode has no flow control: a board whose CPU fell behind drops bytes, and
+        compiles something other than what was sent. A compile error means nothing ran, so
+        a program the host parses cleanly but the board calls a SyntaxError is sent once
+        more, more slowly. A program with real syntax errors fails the same way twice.
+        """
+        repl = self._repl()
+        send = send or self._send
+        send(data)
+        stderr = repl.follow(on_bytes, tick)
+        if repl.raw_paste or not _garbled_in_transit(stderr, data):
+            return stderr
+        repl.slow_down()
+        send(data)
+        return repl.follow(on_bytes, tick)
 
     def _send(self, data: bytes) -> None:
         """Send a program; if the board does not acknowledge, catch what runs and resend once.
@@ -554,6 +578,20 @@ class Board:
 
 def _boot_text(reset: ResetDuringExec) -> str:
     return reset.boot_output.replace(b"\x00", b"").decode(errors="replace").strip()
+
+
+def _garbled_in_transit(stderr: bytes, data: bytes) -> bool:
+    """The board could not compile a program the host parses: bytes were probably lost."""
+    if not stderr.strip():
+        return False
+    ename = cells.parse_traceback(stderr.decode(errors="replace"))[0]
+    if ename not in ("SyntaxError", "IndentationError"):
+        return False
+    try:
+        ast.parse(data.decode("utf-8"))
+    except (SyntaxError, ValueError, UnicodeDecodeError):
+        return False  # the code itself is wrong: the board said so truthfully
+    return True
 
 
 def report(err: MpkernelError) -> str:

@@ -34,8 +34,13 @@ HOLD_PARTIAL = 0.1  # s a held partial line waits for the rest of its line
 _NUL_AT_LINE_START = re.compile(rb"(?:^|\n)\x00")
 # Plain raw mode has no flow control: pace writes the way tools known not to overrun small
 # boards' UART buffers do (256 bytes, then 10 ms).
-PACE_CHUNK = 256
-PACE_GAP = 0.01
+#
+# Plain raw mode has no flow control, and a board buffers what it receives in a small ring
+# (63 bytes on the micro:bit) that overflows whenever its CPU falls behind. So writes never
+# outrun the line itself (baud/10 bytes a second, as a real UART delivers them) and go in
+# bursts of at most half that ring. On real hardware this costs nothing: the wire is that
+# slow anyway. An emulated UART has no such limit, so without it the ring overflows.
+PACE_BURST = 32
 
 
 class ResetDuringExec(Exception):
@@ -66,6 +71,7 @@ class RawRepl:
         self.link = link
         self._rx = bytearray()  # bytes read past the last marker, kept for the next read
         self.raw_paste: bool | None = None  # None: not probed yet on this connection
+        self.pace_factor = 1.0  # fraction of the line rate plain raw mode sends at
 
     # -- reading ------------------------------------------------------------------------
     def _fill(self, timeout: float) -> bool:
@@ -208,14 +214,19 @@ class RawRepl:
         self.read_until(b"\x04", timeout)
         self._rx = bytearray(self._rx.lstrip(b"\x01"))
 
+    def slow_down(self) -> None:
+        """Halve the plain-raw sending rate for this connection (bytes were lost)."""
+        self.pace_factor = max(self.pace_factor / 2, 1 / 16)
+
     def _send_plain(self, code: bytes, timeout: float) -> None:
-        if len(code) <= PACE_CHUNK:
-            self.link.write(code + b"\x04")
-        else:
-            for start in range(0, len(code), PACE_CHUNK):
-                self.link.write(code[start : start + PACE_CHUNK])
-                time.sleep(PACE_GAP)  # pacing a flow-control-less UART; nothing to read
-            self.link.write(b"\x04")
+        data = code + b"\x04"
+        rate = self.link.baudrate / 10 * self.pace_factor  # bytes per second
+        start = time.monotonic()
+        for offset in range(0, len(data), PACE_BURST):
+            wait = start + offset / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # holding to the line rate; there is nothing to read
+            self.link.write(data[offset : offset + PACE_BURST])
         # Stale bytes before OK belong to nobody; the OK itself is the marker. A reboot
         # instead of OK (the board reset as the program went out) is said at once.
         self.read_until(b"OK", timeout, on_tick=lambda: b"OK" in self._rx or self.check_reset())

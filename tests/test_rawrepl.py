@@ -6,6 +6,7 @@ the host may not do: overrun the raw-paste window, or send a plain-raw program i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -37,6 +38,7 @@ class FakeDevice:
         self.programs: list[bytes] = []
         self.overrun = False
         self.early_end_after: int | None = None
+        self.baudrate = 10_000_000  # unpaced unless a test sets a real line rate
 
     # -- Link interface ---------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -80,6 +82,8 @@ class FakeDevice:
             self.out += b"\r\n" + RAW_BANNER
         elif byte == 0x05:
             self.mode = "paste-request"
+        elif byte == 0x03:
+            self.code.clear()  # Ctrl-C at the raw prompt empties the line, prints nothing
         elif byte == 0x04:
             self.out += b"OK"
             self._run()
@@ -132,13 +136,28 @@ def test_plain_raw_mode_when_the_firmware_has_no_raw_paste() -> None:
     assert sum(w.startswith(b"\x05A\x01") for w in device.writes) == 1
 
 
-def test_plain_raw_mode_paces_large_programs() -> None:
+def test_plain_raw_mode_holds_to_the_line_rate_in_small_bursts() -> None:
     device = FakeDevice(paste_window=None)
+    device.baudrate = 115200
     repl = RawRepl(device)  # type: ignore[arg-type]
-    code = b"# " + b"x" * 3000 + b"\nprint(2)"
+    code = b"# " + b"x" * 1500 + b"\nprint(2)"
+    started = time.monotonic()
     run(repl, code)
+    took = time.monotonic() - started
     assert device.programs[-1] == code
-    assert max(len(w) for w in device.writes) <= 256
+    # Half of the micro:bit's 63-byte receive ring at most, and no faster than 11,520 B/s.
+    assert max(len(w) for w in device.writes) <= 32
+    assert took >= (len(code) - 32) / 11520
+
+
+def test_a_short_program_goes_in_one_write_without_waiting() -> None:
+    device = FakeDevice(paste_window=None)
+    device.baudrate = 115200
+    repl = RawRepl(device)  # type: ignore[arg-type]
+    run(repl, b"x")  # learns that there is no raw-paste
+    device.writes.clear()
+    run(repl, b"print(1)")
+    assert device.writes[-1] == b"print(1)\x04"
 
 
 def test_raw_paste_respects_the_flow_control_window() -> None:
