@@ -25,15 +25,3 @@ def board(relay: Relay) -> Iterator[Board]:
         yield connected
     finally:
         connected.close()
-
-
-@pytest.fixture
-def clean_board(board: Board) -> Board:
-    """The connected board with no user files left over from earlier tests."""
-    board.exec(
-        "import os\n"
-        "for __f in os.listdir():\n"
-        " os.remove(__f)\n"
-        "del __f"
-    )
-    return board
