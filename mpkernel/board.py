@@ -34,7 +34,7 @@ from mpkernel.errors import (
 )
 from mpkernel.interrupts import InterruptLadder, catch_busy_board
 from mpkernel.link import Link, is_url
-from mpkernel.rawrepl import RawRepl, ResetDuringExec, _find_reset
+from mpkernel.rawrepl import RawRepl, ResetDuringExec, find_reset
 
 if TYPE_CHECKING:
     from mpkernel.ports import PortIdentity
@@ -211,7 +211,7 @@ class Board:
                 )
 
         try:
-            # Inside a resync: send plainly, without the catch-and-resend of _send.
+            # Inside a resync: send plainly, without the catch-and-resend of send_program.
             stderr = self._run_program(
                 code.encode(), out.extend, tick, send=lambda data: repl.send_code(data, timeout)
             )
@@ -277,7 +277,7 @@ class Board:
         except ResetDuringExec as reset:
             raise self._after_reset(reset, during="while the cell ran") from None
         except LinkLost:
-            self._drop_link()
+            self.drop_link()
             raise
         except MpkernelError:
             # A gave-up ladder or timeout leaves the board in an unknown state: resync first.
@@ -314,7 +314,7 @@ class Board:
         more, more slowly. A program with real syntax errors fails the same way twice.
         """
         repl = self._repl()
-        send = send or self._send
+        send = send or self.send_program
         send(data)
         stderr = repl.follow(on_bytes, tick)
         if repl.raw_paste or not _garbled_in_transit(stderr, data):
@@ -323,7 +323,7 @@ class Board:
         send(data)
         return repl.follow(on_bytes, tick)
 
-    def _send(self, data: bytes) -> None:
+    def send_program(self, data: bytes) -> None:
         """Send a program; if the board does not acknowledge, catch what runs and resend once.
 
         An idle raw prompt answers within milliseconds, so a missing acknowledgement means a
@@ -378,12 +378,12 @@ class Board:
             self._ready_on_open_link()
         except LinkLost:
             # The port vanished between cells (cable pulled, re-enumeration): find it again.
-            self._drop_link()
+            self.drop_link()
             self._reattach(self.reattach_wait)
 
     def _ready_on_open_link(self) -> None:
         pending = self._repl().take_pending()
-        at = _find_reset(bytearray(pending)) if pending else -1
+        at = find_reset(bytearray(pending)) if pending else -1
         if at >= 0:
             self._report_reset(self._repl()._finish_reset(pending[at:]))
         elif pending or self.busy_reason:
@@ -504,7 +504,7 @@ class Board:
         return "the firmware's own reset()"
 
     # -- losing and finding the board ------------------------------------------------------
-    def _drop_link(self) -> None:
+    def drop_link(self) -> None:
         if self.link is not None:
             self.link.close()
         self.link = None
@@ -538,7 +538,7 @@ class Board:
                     return where
                 except (PortError, LinkLost, BoardTimeout) as err:
                     last_error = err
-                    self._drop_link()
+                    self.drop_link()
             if time.monotonic() >= deadline:
                 break
             if not said_waiting:
@@ -561,7 +561,7 @@ class Board:
     def released(self, note: Note = print, wait: float = 30.0) -> Iterator[str]:
         """Free the port for another program (esptool, doctor), then find the board again."""
         path = self.url
-        self._drop_link()
+        self.drop_link()
         note(f"Released {path}.\n")
         try:
             yield path
@@ -570,7 +570,7 @@ class Board:
             note(f"Reconnected on {where}: {self.caps.firmware}.\n")
 
     def close(self) -> None:
-        self._drop_link()
+        self.drop_link()
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None

@@ -33,7 +33,7 @@ from mpkernel.errors import (
     MpkernelError,
 )
 from mpkernel.link import READ_TICK
-from mpkernel.rawrepl import _find_reset
+from mpkernel.rawrepl import find_reset
 
 Progress = Callable[[int, int], None]
 # Globals the upload programs define; removed after a failure left them behind.
@@ -253,39 +253,34 @@ class _Channel:
         self.abort_on_interrupt = abort_on_interrupt
 
     def byte(self, timeout: float) -> bytes:
-        repl = self.repl
-        deadline = time.monotonic() + timeout
-        while not repl._rx:
-            if time.monotonic() > deadline:
-                raise BoardTimeout(
-                    f"The board stopped answering during the transfer (no reply in {timeout:.0f}"
-                    " s).", "Run %doctor if this repeats.")
-            repl._fill(READ_TICK)
-        out = bytes(repl._rx[:1])
-        del repl._rx[:1]
-        return out
+        try:
+            return self.repl.read_byte(timeout)
+        except BoardTimeout:
+            raise BoardTimeout(
+                f"The board stopped answering during the transfer (no reply in {timeout:.0f}"
+                " s).", "Run %doctor if this repeats.") from None
 
     def exact(self, count: int, timeout: float) -> bytes:
-        return self.repl._read_exact(count, timeout)
+        return self.repl.read_exact(count, timeout)
 
     def unexpected(self, first: bytes) -> MpkernelError:
         """Something other than protocol bytes: a reboot, or the program ended with an error."""
         repl = self.repl
         seen = bytearray(first)
         end = time.monotonic() + 1.0
-        while time.monotonic() < end and b"\x04>" not in seen and _find_reset(seen) < 0:
+        while time.monotonic() < end and b"\x04>" not in seen and find_reset(seen) < 0:
             data = repl.link.read(READ_TICK)
             seen += data
-        if _find_reset(seen) >= 0:
+        if find_reset(seen) >= 0:
             self.board.busy_reason = "reset"  # the next step resyncs first
-            repl._rx.clear()
+            repl.clear_input()
             return BoardReset(
                 "The board reset in the middle of the transfer.",
                 "Nothing half-written was kept; run the command again.")
         text = bytes(seen).split(b"\x04")
         err = text[1].decode(errors="replace").strip() if len(text) > 1 else ""
         self.board.busy_reason = self.board.busy_reason or "transfer"
-        repl._rx.clear()
+        repl.clear_input()
         if err:
             from mpkernel import cells
 
@@ -317,13 +312,13 @@ def _start(board, program: str) -> _Channel:  # noqa: ANN001
     board.ensure_ready()
     chan = _Channel(board)
     try:
-        board._send(program.encode())
+        board.send_program(program.encode())
         first = chan.byte(10.0)
         if first != b"R":
             # Typically a MemoryError while compiling: the board's RAM is fragmented.
             raise chan.unexpected(first)
     except LinkLost:
-        board._drop_link()
+        board.drop_link()
         raise
     return chan
 
@@ -415,7 +410,7 @@ def stream_upload(
             else:
                 raise chan.unexpected(reply)
     except LinkLost:
-        board._drop_link()
+        board.drop_link()
         raise
     result = chan.finish().split()
     if not result or result[-1] != "ok":
@@ -447,7 +442,7 @@ def _abort(chan: _Channel, cause: str, written: int) -> UploadReport:
             chan.byte(1.0)
             link.write(codec.abort_frame())
         elif reply == b"!" or reply == b"\x04":
-            chan.repl._rx[:0] = reply
+            chan.repl.unread(reply)
             chan.finish()
             break
     if cause == "interrupt":
@@ -495,7 +490,7 @@ def stream_download(
             if progress is not None:
                 progress(len(data), max(size, len(data)))
     except LinkLost:
-        board._drop_link()
+        board.drop_link()
         raise
     chan.finish()
     return bytes(data)

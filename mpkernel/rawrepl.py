@@ -104,6 +104,18 @@ class RawRepl:
             if on_tick is not None:
                 on_tick()
 
+    def read_byte(self, timeout: float) -> bytes:
+        """One byte of a running program's output; BoardTimeout after `timeout`."""
+        return self.read_exact(1, timeout)
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front of what is still to be read."""
+        self._rx[:0] = data
+
+    def clear_input(self) -> None:
+        """Forget what was read but not consumed (after an aborted exchange)."""
+        self._rx.clear()
+
     def take_pending(self) -> bytes:
         """Bytes that arrived unasked (between cells): stale output or a reset's boot text."""
         self._rx += self.link.pending()
@@ -148,7 +160,7 @@ class RawRepl:
         # output) must not be taken for it. At a clean raw prompt nothing else is due.
         self.take_pending()
         self.link.write(b"\x05A\x01")
-        answer = self._read_exact(2, timeout)
+        answer = self.read_exact(2, timeout)
         if answer == b"R\x01":
             self.raw_paste = True
             self._paste(code, timeout)
@@ -169,7 +181,7 @@ class RawRepl:
             "The line may be noisy or the board busy; run the cell again or %doctor.",
         )
 
-    def _read_exact(self, count: int, timeout: float) -> bytes:
+    def read_exact(self, count: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
         while len(self._rx) < count:
             remaining = deadline - time.monotonic()
@@ -184,7 +196,7 @@ class RawRepl:
         return out
 
     def _paste(self, code: bytes, timeout: float) -> None:
-        window = struct.unpack("<H", self._read_exact(2, timeout))[0]
+        window = struct.unpack("<H", self.read_exact(2, timeout))[0]
         credit = window
         sent = 0
         while sent < len(code):
@@ -253,7 +265,7 @@ class RawRepl:
             if chunk:
                 tail += chunk
                 held += chunk
-                reset_at = _find_reset(tail)
+                reset_at = find_reset(tail)
                 if reset_at >= 0:
                     # Pass on what came before the boot text; the rest is boot output.
                     passed = len(tail) - len(held)
@@ -285,7 +297,7 @@ class RawRepl:
 
     def check_reset(self) -> None:
         """Raise ResetDuringExec if what has been read so far contains a reboot."""
-        at = _find_reset(self._rx)
+        at = find_reset(self._rx)
         if at >= 0:
             boot = bytes(self._rx[at:])
             self._rx.clear()
@@ -332,7 +344,7 @@ def _trim_at_line(buf: bytearray, limit: int) -> None:
     del buf[: cut if cut >= 0 else len(buf) - limit]
 
 
-def _find_reset(tail: bytearray) -> int:
+def find_reset(tail: bytearray) -> int:
     found = [tail.find(sig) for sig in RESET_SIGNATURES]
     found = [at for at in found if at >= 0]
     nul = _NUL_AT_LINE_START.search(tail)
