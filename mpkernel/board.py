@@ -240,13 +240,15 @@ class Board:
         timeout: float | None = None,
         *,
         interruptible: bool = True,
+        on_idle: Callable[[], None] | None = None,
     ) -> str:
         """Run code, streaming its stdout; return all of it.
 
         Raises DeviceError (an exception on the board), BoardReset, LinkLost, BoardTimeout,
         Interrupted (an interrupt arrived before it started), or InterruptFailed when a program
         ignored every interrupt. `interruptible=False` is for clean-up steps that must run
-        even after the user interrupted the cell.
+        even after the user interrupted the cell. `on_idle` is called at every read tick
+        (at least every READ_TICK seconds) while the program runs.
         """
         data = code.encode()
         if interruptible and self.interrupt_requested:
@@ -272,8 +274,13 @@ class Board:
         ladder = InterruptLadder(self, timeout)
         self._exec_mark = self._interrupts
         self.running = True
+        def tick(state: Any) -> None:
+            if on_idle is not None:
+                on_idle()
+            ladder.tick(state)
+
         try:
-            stderr = self._run_program(data, on_bytes, ladder.tick)
+            stderr = self._run_program(data, on_bytes, tick)
         except ResetDuringExec as reset:
             raise self._after_reset(reset, during="while the cell ran") from None
         except LinkLost:

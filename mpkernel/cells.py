@@ -123,13 +123,11 @@ def show_trailing_expression(code: str) -> tuple[str, bool]:
     head = lines[: node.lineno - 1]
     expr_lines = lines[node.lineno - 1 : end_line]
     expr_lines[-1] = expr_lines[-1][: node.end_col_offset]
-    expr_lines[0] = "__mpk_r=(" + expr_lines[0]
-    expr_lines[-1] = expr_lines[-1] + ")"
-    show = (
-        "if __mpk_r is not None:print('\\x1e'+repr(__mpk_r),end='')\n"
-        "del __mpk_r"
-    )
-    return "\n".join(head + expr_lines) + "\n" + show + "\n", True
+    # 29 bytes in all, wrapped in place so the expression keeps its line; a None result
+    # prints 'None', which the host drops, as IPython shows nothing for None.
+    expr_lines[0] = "print('\\x1e'+repr((" + expr_lines[0]
+    expr_lines[-1] = expr_lines[-1] + ")),end='')"
+    return "\n".join(head + expr_lines), True
 
 
 _EXC_LINE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)(?::\s?(?P<value>.*))?$")
@@ -150,8 +148,12 @@ def parse_traceback(text: str) -> tuple[str, str, list[str]]:
 
 
 def split_result(stdout: str) -> tuple[str, str | None]:
-    """Separate printed output from the trailing expression's repr, if the mark is there."""
+    """Separate printed output from the trailing expression's repr, if the mark is there.
+
+    A None result is no result, as in IPython.
+    """
     at = stdout.rfind(RESULT_MARK)
     if at < 0:
         return stdout, None
-    return stdout[:at], stdout[at + 1 :]
+    value = stdout[at + 1 :]
+    return stdout[:at], None if value == "None" else value

@@ -99,6 +99,49 @@ class StreamCleaner:
         return held
 
 
+class LineBuffer:
+    """Complete lines go out at once; a partial line waits up to `hold` s for its end.
+
+    The board's bytes arrive in arbitrary chunks; sent as they come, "hello, world" could
+    reach the notebook as "he" + "llo, world", and a notebook file would keep both pieces.
+    A prompt printed without a newline still shows within `hold` plus one read tick.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str], None],
+        hold: float = 0.03,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send = send
+        self._hold = hold
+        self._clock = clock
+        self._partial = ""
+        self._since = 0.0
+
+    def feed(self, text: str) -> None:
+        if not text:
+            return
+        if not self._partial:
+            self._since = self._clock()
+        self._partial += text
+        cut = max(self._partial.rfind("\n"), self._partial.rfind("\r")) + 1
+        if cut:
+            self._send(self._partial[:cut])
+            self._partial = self._partial[cut:]
+            self._since = self._clock()
+
+    def idle(self) -> None:
+        """Called while waiting for more output: let a partial line go once it is old."""
+        if self._partial and self._clock() - self._since >= self._hold:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._partial:
+            self._send(self._partial)
+            self._partial = ""
+
+
 def error_content(ename: str, evalue: str, traceback: list[str]) -> dict[str, object]:
     """The content of a Jupyter `error` message (and of an error execute_reply)."""
     return {"ename": ename, "evalue": evalue, "traceback": traceback}

@@ -250,6 +250,7 @@ class MicroPythonKernel(IPythonKernel):
         board = self.get_board()
         board.start_cell()
         cleaner = display.StreamCleaner()
+        lines = display.LineBuffer(self._write)
         result: list[str] = []
 
         def on_output(text: str) -> None:
@@ -261,18 +262,21 @@ class MicroPythonKernel(IPythonKernel):
                 result.append(text[mark + 1 :])
                 text = text[:mark]
             if not silent:
-                self._write(cleaner.feed(text))
+                lines.feed(cleaner.feed(text))
 
         try:
-            board.exec(code, on_output=on_output)
+            board.exec(code, on_output=on_output, on_idle=lines.idle)
         finally:
             if not silent:
-                self._write(cleaner.flush())
-        if result and not silent:
+                lines.feed(cleaner.flush())
+                lines.flush()
+        value = "".join(result)
+        # The board prints repr(None) for a None result; IPython shows nothing for None.
+        if result and value != "None" and not silent:
             self.send_response(
                 self.iopub_socket,
                 "execute_result",
-                {"execution_count": count, "data": {"text/plain": "".join(result)}, "metadata": {}},
+                {"execution_count": count, "data": {"text/plain": value}, "metadata": {}},
             )
 
     # -- editor help ------------------------------------------------------------------------

@@ -59,3 +59,33 @@ def test_kernel_errors_show_message_boot_output_and_hint() -> None:
 def test_plain_error_without_hint() -> None:
     content = display.user_error_content(MpkernelError("Port busy."))
     assert content["traceback"] == ["Port busy."]
+
+
+def test_line_buffer_sends_whole_lines_at_once() -> None:
+    sent: list[str] = []
+    lines = display.LineBuffer(sent.append, clock=lambda: 0.0)
+    lines.feed("he")
+    lines.feed("llo, world\nsecond li")
+    assert sent == ["hello, world\n"]
+    lines.flush()
+    assert sent == ["hello, world\n", "second li"]
+
+
+def test_line_buffer_lets_a_partial_line_go_after_a_short_hold() -> None:
+    sent: list[str] = []
+    now = [0.0]
+    lines = display.LineBuffer(sent.append, hold=0.03, clock=lambda: now[0])
+    lines.feed("Enter a number: ")
+    now[0] = 0.01
+    lines.idle()
+    assert sent == []  # still waiting for the rest of the line
+    now[0] = 0.04
+    lines.idle()
+    assert sent == ["Enter a number: "]
+
+
+def test_line_buffer_treats_carriage_return_as_a_line_end() -> None:
+    sent: list[str] = []
+    lines = display.LineBuffer(sent.append, clock=lambda: 0.0)
+    lines.feed("10%\r20%\r")
+    assert sent == ["10%\r20%\r"]

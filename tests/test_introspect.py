@@ -202,7 +202,7 @@ def test_unknown_name_not_found() -> None:
 # -- the real firmware (emulated micro:bit) ---------------------------------------------------
 @pytest.mark.device
 def test_device_completion(board: Board) -> None:
-    board.exec("import os\nmy_value = 3")
+    board.exec("import os\nfrom microbit import display\nmy_value = 3")
     assert "print" in complete(board, "pri")["matches"]
     assert complete(board, "my_v")["matches"] == ["my_value"]
     assert complete(board, "os.li")["matches"] == ["listdir"]
