@@ -36,6 +36,7 @@ from mpkernel.link import READ_TICK
 from mpkernel.rawrepl import find_reset
 
 Progress = Callable[[int, int], None]
+SETTLE = 0.03  # s: the board's stall after creating a file (see stream_upload)
 # Globals the upload programs define; removed after a failure left them behind.
 HELPERS = ("__mpk_up", "__mpk_fr", "__mpk_end", "__mpk_sc", "__mpk_vf", "__mpk_ad")
 
@@ -357,14 +358,22 @@ def stream_upload(
     pos = 0
     size, win, clean = frame_size, window, 0
     wire = base = resends = losses = 0
-    done_sending = False
+    done_sending = settled = False
     link = board.link
     last_progress = time.monotonic()
     try:
         while True:
             if board.interrupt_requested:
                 return _abort(chan, "interrupt", spans[base - 1][1] if base else 0)
-            while not done_sending and len(spans) - base < win:
+            # Frame 0 goes alone, and data follows a short pause after its acknowledgement:
+            # the board has just written the journal and created the file, and bytes that
+            # reach it in the next ~30 ms overflow its 63-byte receive ring (measured on the
+            # emulated micro:bit: the whole first window was resent in almost every upload,
+            # ~0.1 s; frame 0 alone and no pause still lost frame 1).
+            if base == 1 and not settled:
+                settled = True
+                time.sleep(SETTLE)
+            while not done_sending and len(spans) - base < (win if base else 1):
                 seq = len(spans)
                 if seq == 0:
                     spans.append((0, 0))
