@@ -247,8 +247,10 @@ class MicroPythonKernel(IPythonKernel):
     def _run_code(self, code: str, count: int, silent: bool) -> None:
         cells.refuse_control_bytes(code)
         code, has_result = cells.show_trailing_expression(code)
+        # No start_cell() here: do_execute marked the cell's start, and an interrupt during a
+        # line magic above this code must still stop it. A board created just now has no
+        # interrupts to forget.
         board = self.get_board()
-        board.start_cell()
         cleaner = display.StreamCleaner()
         lines = display.LineBuffer(self._write)
         result: list[str] = []
