@@ -183,10 +183,8 @@ class Board:
         fields = ast.literal_eval(self._run_quiet(_PROBE).strip().splitlines()[-1])
         (platform, version, uversion, machine, mem_free, stat, ilistdir, mkdir, hashlib,
          binascii, deflate, statvfs, rename) = fields
+        # The nonce and probe execs above already asked whether raw-paste exists.
         repl = self._repl()
-        if repl.raw_paste is None:
-            # Ask once; the answer tells whether the firmware knows raw-paste mode.
-            self._run_quiet("pass")
         self.caps = Capabilities(
             platform=platform, version=tuple(version), firmware=uversion or "",
             machine=machine or "",
@@ -392,7 +390,7 @@ class Board:
         pending = self._repl().take_pending()
         at = find_reset(bytearray(pending)) if pending else -1
         if at >= 0:
-            self._report_reset(self._repl()._finish_reset(pending[at:]))
+            self._report_reset(self._repl().finish_reset(pending[at:]))
         elif pending or self.busy_reason:
             # Unasked bytes that are not a reboot (stale output), or a board left busy: make
             # sure we are in sync.

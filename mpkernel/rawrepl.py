@@ -271,7 +271,7 @@ class RawRepl:
                     passed = len(tail) - len(held)
                     if reset_at > passed:
                         on_stdout(bytes(held[: reset_at - passed]))
-                    raise self._finish_reset(bytes(tail[reset_at:]))
+                    raise self.finish_reset(bytes(tail[reset_at:]))
                 state.stdout_bytes += len(chunk)
                 keep = _boot_like_partial_line(held)
                 if len(held) > keep:
@@ -301,9 +301,9 @@ class RawRepl:
         if at >= 0:
             boot = bytes(self._rx[at:])
             self._rx.clear()
-            raise self._finish_reset(boot)
+            raise self.finish_reset(boot)
 
-    def _finish_reset(
+    def finish_reset(
         self, boot: bytes, wait: float = 1.2, quiet: float = 0.5
     ) -> ResetDuringExec:
         """Collect the boot text until a prompt shows, or the board has been quiet for
