@@ -85,13 +85,14 @@ class PutResult:
     digest_kind: str
     method: str
     resends: int = 0
+    note: str = ""  # how the upload deviated from the usual way, in words
 
     def summary(self) -> str:
         rate = self.size / self.seconds if self.seconds > 0 else 0.0
         extra = f", {self.resends} frames resent" if self.resends else ""
         return (f"Wrote {self.path} ({self.size} bytes) in {self.seconds:.2f} s "
                 f"({rate / 1024:.1f} KB/s{extra}); verified: the board's {self.digest_kind} "
-                f"{self.digest[:16]} matches.")
+                f"{self.digest[:16]} matches." + (f" {self.note}" if self.note else ""))
 
 
 _FS_PROBE = """def __mpk_fp():
@@ -110,6 +111,8 @@ del __mpk_fp
 """
 
 _OS = "try:\n import os\nexcept ImportError:\n import uos as os\n"
+_FREE_RAM = ("Free RAM with %reset (it clears the board's variables) or by deleting large "
+             "objects, then run the command again.")
 
 # Where journals and strays are looked for and a checksum is computed over many files.
 _RECOVER_SCAN = _OS + """def __mpk_rs():
@@ -257,12 +260,6 @@ del __mpk_ls
                                "Use %ls to see what it holds.")
         return size
 
-    def _size_or_none(self, path: str) -> int | None:
-        try:
-            return self.size(path)
-        except FileNotFound:
-            return None
-
     def digests(self, paths: list[str]) -> dict[str, str | None]:
         """The board's digest of each file (None where it is missing), in one exec."""
         if not paths:
@@ -291,14 +288,26 @@ del __mpk_ls
         total = codec.MICROBIT_CHUNKS * codec.CHUNK_DATA
         return total, max(0, (codec.MICROBIT_CHUNKS - used) * codec.CHUNK_DATA)
 
-    def _used_chunks(self) -> int:
-        self.info()
-        out = self.board.exec(_OS + "print([(n,os.size(n)) for n in os.listdir()])")
-        return sum(codec.chunks_for(n, size) for n, size in ast.literal_eval(out.strip()))
+    def _flat_sizes(self) -> dict[str, int]:
+        """Every file's size on a flat filesystem, in one exec.
 
-    def _check_room(self, path: str, size: int, old: int | None) -> None:
+        It collects garbage first: allocations after a collection start low in the heap,
+        which leaves the upload programs that follow the contiguous RAM they need to compile
+        (measured: without it, `%%writefile` right after `import greetings` in notebook 02
+        found the micro:bit's heap too fragmented for the stream method)."""
+        out = self.board.exec(_OS + "import gc\ngc.collect()\n"
+                              "print([(n,os.size(n)) for n in os.listdir()])")
+        return dict(ast.literal_eval(out.strip()))
+
+    def _used_chunks(self, sizes: dict[str, int] | None = None) -> int:
+        self.info()
+        sizes = self._flat_sizes() if sizes is None else sizes
+        return sum(codec.chunks_for(n, size) for n, size in sizes.items())
+
+    def _check_room(self, path: str, size: int, sizes: dict[str, int]) -> None:
         """Refuse an upload the flat filesystem cannot hold before writing a byte (see df)."""
-        used = self._used_chunks()
+        used = self._used_chunks(sizes)
+        old = sizes.get(path)
         need = codec.chunks_for(codec.temp_name(path) if old is not None else path, size) + 1
         free = codec.MICROBIT_CHUNKS - used - codec.SAFETY_CHUNKS
         if need > free:
@@ -361,13 +370,19 @@ del __mpk_rm
         if reserved and not scratch:
             raise codec.BadPath(f"{path} is a name mpkernel keeps for its own temporary files.")
         started = time.monotonic()
-        kind = self.kind(path)
+        if info.flat:
+            # One listing answers "does it exist" and "will it fit": on a 115200-baud line
+            # each exec costs a round trip plus its program's bytes.
+            sizes = self._flat_sizes()
+            kind = "file" if path in sizes else None
+            if not self.board.caps.statvfs:
+                self._check_room(path, len(data), sizes)
+        else:
+            kind = self.kind(path)
         if kind == "dir":
             raise IsADirectory(f"{path} is a folder on the board, not a file.",
                                f"Give a file name inside it, e.g. {path}/name.")
         want = codec.digest(data, info.digest)
-        if info.flat and not self.board.caps.statvfs:
-            self._check_room(path, len(data), self._size_or_none(path) if kind else None)
         in_place = scratch or (kind is None and not info.rename)
         target = path if in_place else codec.temp_name(path)
         if not in_place:
@@ -380,12 +395,30 @@ del __mpk_rm
         except (Interrupted, BoardReset, LinkLost) as err:
             self._cleanup(target, str(err))
             raise self._stopped(err, path, kind is not None) from None
+        except DeviceError as err:
+            if err.ename != "MemoryError":
+                raise self._explain(err, path) from None
+            self._cleanup(target, "memory")
+            kept = f"the old {path} is unchanged" if kind else f"no partial {path} was left"
+            raise FileError(f"The board ran out of RAM while writing {path}; {kept}.",
+                            _FREE_RAM) from None
         if target != path:
             if info.rename:
                 self.board.exec(_OS + f"try:\n os.remove({path!r})\nexcept OSError:\n pass\n"
                                 f"os.rename({target!r},{path!r})", interruptible=False)
             else:
-                res = self._run_replace(target, path, want)
+                try:
+                    res = self._run_replace(target, path, want)
+                except DeviceError as err:
+                    if err.ename != "MemoryError":
+                        raise
+                    # Nothing to clean up here: the journal lets the next file command finish
+                    # the replacement or undo it (see the module's docstring).
+                    self._checked_link = None
+                    raise FileError(
+                        f"The board ran out of RAM while putting the new {path} in place; the "
+                        "next file command finishes it (you will have the old file or the new "
+                        "one, never a mix).", _FREE_RAM) from None
                 if res == "full":
                     raise self._full(path, len(data), None, replacing=True)
                 if res != "ok":
@@ -393,16 +426,32 @@ del __mpk_rm
                                     "Run the command again; the next operation repairs it.")
         return PutResult(path, len(data), time.monotonic() - started, report.digest,
                          "SHA-256" if info.digest == "sha256" else "Adler-32", report.method,
-                         report.resends)
+                         report.resends, report.note)
 
     def _upload(self, data: bytes, target: str, want: str, info: FsInfo, *, journal: bool,
                 progress: Progress | None) -> transfer.UploadReport:
         mem = self.board.caps.mem_free
+        note = ""
         if info.stream:
             size = codec.stream_frame_size(mem)
-            return transfer.stream_upload(
-                self.board, data, target, want=want, journal=f"w\n{target}\n" if journal else "",
-                frame_size=size, window=codec.stream_window(size), progress=progress)
+            try:
+                return transfer.stream_upload(
+                    self.board, data, target, want=want,
+                    journal=f"w\n{target}\n" if journal else "", frame_size=size,
+                    window=codec.stream_window(size), progress=progress)
+            except DeviceError as err:
+                if err.ename != "MemoryError":
+                    raise
+            # The stream programs need ~1 KB of contiguous RAM to compile; after a session's
+            # imports and objects the heap can be too fragmented for that, so this upload goes
+            # chunk by chunk through the raw REPL instead (slower, same guarantees). The
+            # stream program removed its file and journal; its helper functions go here.
+            self._remove_quiet([target, codec.JOURNAL], helpers=True)
+            free = self.board.exec("import gc\ngc.collect()\nprint(gc.mem_free())",
+                                   interruptible=False).split()
+            mem = int(free[-1]) if free and free[-1].isdigit() else 1024
+            note = ("(The board's RAM was too fragmented for the fast method, so this upload "
+                    "went chunk by chunk; a soft reset, %reset, frees it.)")
         caps = self.board.caps
         if journal:
             entry = "w\n" + target + "\n"
@@ -424,6 +473,7 @@ del __mpk_rm
         if journal:
             self._remove_quiet([".mpkj"])
         report.digest = got
+        report.note = note
         return report
 
     def _cleanup(self, target: str, why: str) -> None:

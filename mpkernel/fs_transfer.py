@@ -33,7 +33,7 @@ from mpkernel.errors import (
     MpkernelError,
 )
 from mpkernel.link import READ_TICK
-from mpkernel.rawrepl import find_reset
+from mpkernel.rawrepl import PACE_BURST, find_reset
 
 Progress = Callable[[int, int], None]
 SETTLE = 0.03  # s: the board's stall after creating a file (see stream_upload)
@@ -234,6 +234,7 @@ class UploadReport:
     resends: int
     digest: str
     method: str
+    note: str = ""
 
 
 class UploadFailed(MpkernelError):
@@ -267,7 +268,7 @@ class _Channel:
     def unexpected(self, first: bytes) -> MpkernelError:
         """Something other than protocol bytes: a reboot, or the program ended with an error."""
         repl = self.repl
-        seen = bytearray(first)
+        seen = bytearray(first) + repl.take_pending()  # what the last read already buffered
         end = time.monotonic() + 1.0
         while time.monotonic() < end and b"\x04>" not in seen and find_reset(seen) < 0:
             data = repl.link.read(READ_TICK)
@@ -304,6 +305,39 @@ class _Channel:
         if stderr.strip():
             raise DeviceError(*cells.parse_traceback(stderr.decode(errors="replace")))
         return out.decode(errors="replace")
+
+
+class _LinePacer:
+    """Writes to the link no faster than its serial line carries bytes (baud/10 a second), in
+    bursts of at most half the micro:bit's 63-byte receive ring.
+
+    Through a real USB-serial bridge this changes nothing, as the wire is that slow anyway;
+    an emulated UART (the `sim` port) takes bytes as fast as they come, so whole frames
+    arrive at once and overflow the ring (measured: a 115-byte file needed 3 resends).
+    Lateness of up to SLACK is caught up, so sleep overshoot does not slow the transfer.
+    """
+
+    SLACK = 0.005  # s
+
+    def __init__(self, link) -> None:  # noqa: ANN001
+        self.link = link
+        self.rate = (getattr(link, "baudrate", 0) or 0) / 10
+        self.free = 0.0  # when the line will have carried everything written so far
+
+    def write(self, data: bytes) -> None:
+        if not self.rate:
+            self.link.write(data)
+            return
+        for offset in range(0, len(data), PACE_BURST):
+            piece = data[offset : offset + PACE_BURST]
+            now = time.monotonic()
+            if self.free > now:
+                time.sleep(self.free - now)  # the line is still busy; acks wait in the link
+                now = self.free
+            self.link.write(piece)
+            if self.free < now - self.SLACK:
+                self.free = now  # the line was idle: nothing to catch up
+            self.free += len(piece) / self.rate
 
 
 def _start(board, program: str) -> _Channel:  # noqa: ANN001
@@ -359,7 +393,7 @@ def stream_upload(
     size, win, clean = frame_size, window, 0
     wire = base = resends = losses = 0
     done_sending = settled = False
-    link = board.link
+    link = _LinePacer(board.link)
     last_progress = time.monotonic()
     try:
         while True:

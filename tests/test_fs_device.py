@@ -158,3 +158,38 @@ def test_exec_path_for_boards_without_a_raw_channel(fs: FileSystem) -> None:
     assert result.method == "exec"
     assert fs.get("e.bin") == data
     assert names(fs) == ["e.bin"]
+
+
+def hog_ram(board, leave: int) -> int:  # noqa: ANN001
+    """Fill the board's heap with small live objects until about `leave` bytes are free, the
+    way a long session's variables fragment it; return what is free."""
+    out = board.exec("import gc\ngc.collect()\n__hog=[]\n"
+                     f"while gc.mem_free()>{leave}:\n __hog.append(bytearray(48))\n"
+                     "print(gc.mem_free())")
+    return int(out.split()[-1])
+
+
+def test_fragmented_ram_falls_back_to_chunks_and_too_little_ram_keeps_the_old_file(
+        fs: FileSystem, board) -> None:  # noqa: ANN001
+    old = b"# the old version\n" * 20
+    fs.put(old, "app.py")
+    new = b"x = 1  # the new version\n" * 40
+    try:
+        # ~3 KB free in small pieces: the stream programs no longer compile, the upload
+        # goes chunk by chunk and says why.
+        hog_ram(board, 3000)
+        result = fs.put(new, "app.py")
+        assert "too fragmented" in result.summary() and "verified" in result.summary()
+        assert result.method == "exec"
+        # ~2 KB: not even that fits; a plain error, and the file on the board is intact.
+        board.exec("del __hog")
+        hog_ram(board, 2000)
+        with pytest.raises(Exception, match="ran out of RAM") as caught:
+            fs.put(old, "app.py")
+        assert "%reset" in caught.value.hint
+    finally:
+        board.exec("__hog=0\ndel __hog\nimport gc\ngc.collect()")
+    # Failed while writing: the board still has `new`. Failed while putting it in place:
+    # this next command finishes or undoes that, so one whole version, never a mix.
+    assert fs.get("app.py") in (new, old)
+    assert names(fs) == ["app.py"]  # no temporary file or journal left behind
