@@ -396,9 +396,11 @@ del __mpk_rm
             self._cleanup(target, str(err))
             raise self._stopped(err, path, kind is not None) from None
         except DeviceError as err:
+            # The board's own error (a name it rejects, a read-only or full filesystem) or its
+            # RAM: either way the partial file, the journal and the helpers go first.
+            self._cleanup(target, err.ename)
             if err.ename != "MemoryError":
                 raise self._explain(err, path) from None
-            self._cleanup(target, "memory")
             kept = f"the old {path} is unchanged" if kind else f"no partial {path} was left"
             raise FileError(f"The board ran out of RAM while writing {path}; {kept}.",
                             _FREE_RAM) from None

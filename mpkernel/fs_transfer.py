@@ -36,9 +36,9 @@ from mpkernel.link import READ_TICK
 from mpkernel.rawrepl import PACE_BURST, find_reset
 
 Progress = Callable[[int, int], None]
-SETTLE = 0.03  # s: the board's stall after creating a file (see stream_upload)
+SETTLE = 0.04  # s: the pause between the board's R and the first frame (see stream_upload)
 # Globals the upload programs define; removed after a failure left them behind.
-HELPERS = ("__mpk_up", "__mpk_fr", "__mpk_end", "__mpk_sc", "__mpk_vf", "__mpk_ad")
+HELPERS = ("__mpk_up", "__mpk_op", "__mpk_fr", "__mpk_end", "__mpk_sc", "__mpk_ad")
 
 # -- board-side programs (MicroPython 1.9 syntax: no f-strings, no str.encode) -----------------
 # Adler-32 in Python, printed as two 16-bit halves so no long-int support is needed. The
@@ -73,12 +73,14 @@ _SHA = """def __mpk_ad(n):
 """
 
 # Stream upload. The program text never changes (its names are interned once, not per
-# upload); the file name, journal state and expected digest come as frame 0. The board keeps
-# what it received in `b`, skips to the next byte that could start the frame it expects after
-# a loss, and sends NAK+seq once per loss (again after 300 ms of silence). It writes the
-# journal first, verifies the file against the host's digest at the end, and removes the
-# file itself on any failure, after draining what the host still had in flight (with Ctrl-C
-# on again, a stray 0x03 in those bytes would raise KeyboardInterrupt).
+# upload); the file name, journal state and expected digest come as one string argument
+# longer than 10 characters, which MicroPython does not intern. The board writes the journal
+# and creates the file before it says R, so nothing arrives while flash is being written for
+# them. It keeps what it received in `b`, skips to the next byte that could start the frame it
+# expects after a loss, and sends NAK+seq once per loss (again after 300 ms of silence). At
+# the end it reads the file back and prints its digest; a copy that does not match, or any
+# failure, makes it remove the file itself, after draining what the host still had in flight
+# (with Ctrl-C on again, a stray 0x03 in those bytes would raise KeyboardInterrupt).
 _STREAM_SCAN = """def __mpk_sc(b,e,F,w):
  if len(b)<5:return b,2 if b and w>50 else 0,5,None
  m=b[1]|b[2]<<8
@@ -92,47 +94,45 @@ _STREAM_SCAN = """def __mpk_sc(b,e,F,w):
  return b[5+m:],1,5,d
 """
 
-_STREAM_HELP = """def __mpk_fr(d,e,S):
- if not e:
-  P=str(d,'utf8').split('|');S[1]=P
-  if P[1]:
-   j=open('.mpkj','w');j.write(P[1]+chr(10)+P[0]+chr(10));j.close()
-  S[0]=open(P[0],'wb')
- elif not d:
-  return 'D'
- else:
-  try:
-   S[0].write(d)
-  except OSError:
-   return 'F'
-  S[2]+=len(d)
+_STREAM_HELP = """def __mpk_op(P):
+ P=P.split(chr(10))
+ if P[1]:
+  j=open('.mpkj','w');j.write(P[1]+chr(10)+P[0]+chr(10));j.close()
+ return [open(P[0],'wb'),P,0]
+def __mpk_fr(d,S):
+ if not d:return 'D'
+ try:
+  S[0].write(d)
+ except OSError:
+  return 'F'
+ S[2]+=len(d)
  return 'k'
 def __mpk_end(S,ok,rd):
  import os,utime
- tk=utime.ticks_ms;t=tk()
+ tk=utime.ticks_ms;t=tk();P=S[1];g=''
  while not ok and utime.ticks_diff(tk(),t)<150:
   if rd(96):t=tk()
  try:
   S[0].close()
+  if ok:g=__mpk_ad(P[0])
  except Exception:
-  ok=0
- if not ok and S[1]:
-  for x in (S[1][0],'.mpkj' if S[1][1] else ''):
-   try:
-    os.remove(x)
-   except OSError:
-    pass
- return ok
+  pass
+ for x in ((P[1] and '.mpkj',) if g==P[2] else (P[0],P[1] and '.mpkj')):
+  try:
+   os.remove(x)
+  except OSError:
+   pass
+ return g
 """
 
-_STREAM_UP = """def __mpk_up(F):
+_STREAM_UP = """def __mpk_up(F,P):
  import micropython,utime
  from microbit import uart
  rd=uart.read;wr=uart.write;tk=utime.ticks_ms;df=utime.ticks_diff
- L=[];g=0;q=5;e=0;ok=0;y='';k=0;t=tk();S=[None,None,0]
+ L=[];g=0;q=5;e=1;ok=0;y='';k=0;S=__mpk_op(P)
  micropython.kbd_intr(-1)
  try:
-  wr(b'R')
+  wr(b'R');t=tk()
   while 1:
    d=rd(96)
    if d:L.append(d);g+=len(d);t=tk()
@@ -145,26 +145,14 @@ _STREAM_UP = """def __mpk_up(F):
    if a==3:y='abort';break
    if a==2 and not k:k=1;wr(b'N'+bytes([e&255]))
    if a==1:
-    k=0;r=__mpk_fr(d,e,S)
+    k=0;r=__mpk_fr(d,S)
     if r=='F':y='full';wr(b'F');print(S[2]);break
     e+=1;wr(b'k' if r=='k' else b'D')
     if r=='D':ok=1;break
  finally:
-  ok=__mpk_end(S,ok,rd)
+  g=__mpk_end(S,ok,rd)
   micropython.kbd_intr(3)
- print('ok' if ok else '!'+y)
-"""
-
-# The check after a stream upload, as its own small exec (one big program would not compile
-# in the micro:bit's RAM): the board's digest of the file; a bad copy is removed.
-_VERIFY = """def __mpk_vf(n,want,j):
- import os
- g=__mpk_ad(n)
- if g!=want:
-  os.remove(n)
- if j and '.mpkj' in os.listdir():
-  os.remove('.mpkj')
- print(g)
+ print('='+g if ok else '!'+y)
 """
 
 # Put a verified temp file in place where the firmware has no rename: record the step in the
@@ -375,44 +363,41 @@ def stream_upload(
     UploadFailed says why. Returns the board's digest on success.
     """
     started = time.monotonic()
-    # Three execs, each under ~700 bytes: compiling one program of 2 KB needs more contiguous
-    # RAM than a micro:bit has free after a few cells (MemoryError while compiling).
+    # Three execs, each under ~800 bytes: compiling one program of 2 KB needs more contiguous
+    # RAM than a micro:bit has free after a few cells (MemoryError while compiling). The
+    # checksum function rides with the first, so no exec of its own is needed to verify.
     kind = "adler32" if want.startswith("adler32:") else "sha256"
-    board.exec(_STREAM_SCAN)
+    board.exec(checksum_program(kind) + _STREAM_SCAN)
     board.exec(_STREAM_HELP)
-    chan = _start(board, _call(_STREAM_UP, f"__mpk_up({frame_size})",
-                               "__mpk_up,__mpk_fr,__mpk_end,__mpk_sc"))
     state = journal.split("\n")[0] if journal else ""
-    params = f"{target}|{state}|{want}".encode()
-    # Frame i covers data[spans[i][0]:spans[i][1]]; frame 0 is the parameters, the last the
-    # end marker. After a loss the frames from the lost one on are cut again, smaller and
-    # fewer in flight (the board was falling behind: a loaded emulator host, a busy board),
-    # and grow back after a run of clean acknowledgements.
-    spans: list[tuple[int, int]] = []
+    params = "\n".join((target, state, want))  # check_path keeps control characters out
+    chan = _start(board, _call(_STREAM_UP, f"__mpk_up({frame_size},{params!r})",
+                               "__mpk_up,__mpk_op,__mpk_fr,__mpk_end,__mpk_sc,__mpk_ad"))
+    # Frame i covers data[spans[i][0]:spans[i][1]]; frames count from 1 (the board's file is
+    # open when it says R) and the last is the end marker. After a loss the frames from the
+    # lost one on are cut again, smaller and fewer in flight (the board was falling behind: a
+    # loaded emulator host, a busy board), and grow back after a run of clean
+    # acknowledgements.
+    spans: list[tuple[int, int]] = [(0, 0)]
     pos = 0
     size, win, clean = frame_size, window, 0
-    wire = base = resends = losses = 0
-    done_sending = settled = False
+    wire = resends = losses = 0
+    base = 1
+    done_sending = False
     link = _LinePacer(board.link)
+    # Measured on the emulated micro:bit: bytes that reach the board in its first ~30 ms of
+    # listening arrive in bursts its 63-byte receive ring cannot hold (even with the file
+    # already open, even with a pause on the board before R), and a lost first window costs
+    # ~0.1 s to recover; sent after this pause, they arrived whole in almost every run.
+    time.sleep(SETTLE)
     last_progress = time.monotonic()
     try:
         while True:
             if board.interrupt_requested:
-                return _abort(chan, "interrupt", spans[base - 1][1] if base else 0)
-            # Frame 0 goes alone, and data follows a short pause after its acknowledgement:
-            # the board has just written the journal and created the file, and bytes that
-            # reach it in the next ~30 ms overflow its 63-byte receive ring (measured on the
-            # emulated micro:bit: the whole first window was resent in almost every upload,
-            # ~0.1 s; frame 0 alone and no pause still lost frame 1).
-            if base == 1 and not settled:
-                settled = True
-                time.sleep(SETTLE)
-            while not done_sending and len(spans) - base < (win if base else 1):
+                return _abort(chan, "interrupt", spans[base - 1][1])
+            while not done_sending and len(spans) - base < win:
                 seq = len(spans)
-                if seq == 0:
-                    spans.append((0, 0))
-                    out = codec.frame(0, params)
-                elif pos < len(data):
+                if pos < len(data):
                     chunk = data[pos : pos + size]
                     spans.append((pos, pos + len(chunk)))
                     pos += len(chunk)
@@ -430,7 +415,7 @@ def stream_upload(
                 last_progress = time.monotonic()
                 if clean >= 8 and (size < frame_size or win < window):
                     size, win, clean = min(frame_size, size * 2), min(window, win + 1), 0
-                if progress is not None and base > 0:
+                if progress is not None:
                     progress(spans[base - 1][1], len(data))
             elif reply == codec.NAK:
                 seq = chan.byte(5.0)[0]
@@ -438,9 +423,9 @@ def stream_upload(
                     losses += 1
                     resends += len(spans) - base
                     if time.monotonic() - last_progress > 20 or losses > 100 + len(data) // 64:
-                        return _abort(chan, "error", spans[base - 1][1] if base else 0)
+                        return _abort(chan, "error", spans[base - 1][1])
                     # Go back: the board waits for frame `base`; cut again from its start.
-                    pos = spans[base][0] if base else 0
+                    pos = spans[base][0]
                     del spans[base:]
                     done_sending = False
                     size, win, clean = max(48, size // 2), max(1, win // 2), 0
@@ -455,14 +440,12 @@ def stream_upload(
     except LinkLost:
         board.drop_link()
         raise
+    # The board read its copy back and printed the digest ("=<digest>"), or "!<reason>".
     result = chan.finish().split()
-    if not result or result[-1] != "ok":
+    if not result or not result[-1].startswith("="):
         raise UploadFailed(f"The board gave up the upload ({result[-1][1:] if result else '?'}).",
                            cause="error")
-    # Verify (and drop the journal of a file written in place) in a separate small exec.
-    check = _call(checksum_program(kind) + _VERIFY,
-                  f"__mpk_vf({target!r},{want!r},{journal.startswith('w')})", "__mpk_vf,__mpk_ad")
-    digest = board.exec(check, interruptible=False).strip()
+    digest = result[-1][1:]
     if digest != want:
         raise UploadFailed(
             f"The board's copy did not match after writing (checksum {digest}, expected "
@@ -638,7 +621,7 @@ def _intern_program() -> str:
 
     names: set[str] = set()
     strings: set[str] = set()
-    for text in (_STREAM_SCAN, _STREAM_HELP, _STREAM_UP, _VERIFY, _ADLER, _REPLACE, _COPY,
+    for text in (_STREAM_SCAN, _STREAM_HELP, _STREAM_UP, _ADLER, _REPLACE, _COPY,
                  _STREAM_GET):
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
             if tok.type == tokenize.NAME and not keyword.iskeyword(tok.string):
