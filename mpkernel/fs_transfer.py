@@ -8,8 +8,10 @@ Two methods, chosen by `fs.FileSystem` from what the firmware has:
   garbage collection, a busy emulator host), bytes are lost; so frames carry a sequence
   number and a sum, every good frame is acknowledged, a bad one is answered with NAK after
   the line went quiet, and the host resends from there (go-back-N). A window of frames in
-  flight hides the USB latency. The program gives up by itself after 3 s of silence, so a
-  host that vanished never leaves the board deaf to Ctrl-C.
+  flight hides the USB latency. At the end the program reads the file back and prints its
+  digest. It gives up by itself after 3 s of silence, so a host that vanished never leaves
+  the board deaf to Ctrl-C. Where its programs do not fit the board's RAM, fs falls back
+  to the exec method.
 - exec: one `f.write(<expression>)` per chunk through the raw REPL (raw-paste where it
   exists), each chunk encoded as repr, base64 or deflate, whichever is shortest.
 
@@ -33,7 +35,7 @@ from mpkernel.errors import (
     MpkernelError,
 )
 from mpkernel.link import READ_TICK
-from mpkernel.rawrepl import PACE_BURST, find_reset
+from mpkernel.rawrepl import LinePacer, find_reset
 
 Progress = Callable[[int, int], None]
 SETTLE = 0.04  # s: the pause between the board's R and the first frame (see stream_upload)
@@ -295,39 +297,6 @@ class _Channel:
         return out.decode(errors="replace")
 
 
-class _LinePacer:
-    """Writes to the link no faster than its serial line carries bytes (baud/10 a second), in
-    bursts of at most half the micro:bit's 63-byte receive ring.
-
-    Through a real USB-serial bridge this changes nothing, as the wire is that slow anyway;
-    an emulated UART (the `sim` port) takes bytes as fast as they come, so whole frames
-    arrive at once and overflow the ring (measured: a 115-byte file needed 3 resends).
-    Lateness of up to SLACK is caught up, so sleep overshoot does not slow the transfer.
-    """
-
-    SLACK = 0.005  # s
-
-    def __init__(self, link) -> None:  # noqa: ANN001
-        self.link = link
-        self.rate = (getattr(link, "baudrate", 0) or 0) / 10
-        self.free = 0.0  # when the line will have carried everything written so far
-
-    def write(self, data: bytes) -> None:
-        if not self.rate:
-            self.link.write(data)
-            return
-        for offset in range(0, len(data), PACE_BURST):
-            piece = data[offset : offset + PACE_BURST]
-            now = time.monotonic()
-            if self.free > now:
-                time.sleep(self.free - now)  # the line is still busy; acks wait in the link
-                now = self.free
-            self.link.write(piece)
-            if self.free < now - self.SLACK:
-                self.free = now  # the line was idle: nothing to catch up
-            self.free += len(piece) / self.rate
-
-
 def _start(board, program: str) -> _Channel:  # noqa: ANN001
     """Send a program that will stream; wait for its ready byte."""
     if board.interrupt_requested:
@@ -384,7 +353,7 @@ def stream_upload(
     wire = resends = losses = 0
     base = 1
     done_sending = False
-    link = _LinePacer(board.link)
+    link = LinePacer(board.link)
     # Measured on the emulated micro:bit: bytes that reach the board in its first ~30 ms of
     # listening arrive in bursts its 63-byte receive ring cannot hold (even with the file
     # already open, even with a pause on the board before R), and a lost first window costs

@@ -43,6 +43,41 @@ _NUL_AT_LINE_START = re.compile(rb"(?:^|\n)\x00")
 PACE_BURST = 32
 
 
+class LinePacer:
+    """Writes to the link no faster than its serial line carries bytes (baud/10 a second), in
+    bursts of at most half the micro:bit's 63-byte receive ring.
+
+    The same rule as plain raw mode's sending (see PACE_BURST), for binary transfers that
+    write frames while reading acknowledgements. Through a real USB-serial bridge this
+    changes nothing, as the wire is that slow anyway; an emulated UART (the `sim` port)
+    takes bytes as fast as they come, so whole frames arrive at once and overflow the ring
+    (measured: uploading a 115-byte file needed 3 frames resent). Lateness of up to SLACK is
+    caught up, so sleep overshoot does not slow the transfer.
+    """
+
+    SLACK = 0.005  # s
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.rate = (getattr(link, "baudrate", 0) or 0) / 10
+        self.free = 0.0  # when the line will have carried everything written so far
+
+    def write(self, data: bytes) -> None:
+        if not self.rate:
+            self.link.write(data)
+            return
+        for offset in range(0, len(data), PACE_BURST):
+            piece = data[offset : offset + PACE_BURST]
+            now = time.monotonic()
+            if self.free > now:
+                time.sleep(self.free - now)  # the line is busy; replies wait in the link
+                now = self.free
+            self.link.write(piece)
+            if self.free < now - self.SLACK:
+                self.free = now  # the line was idle: nothing to catch up
+            self.free += len(piece) / self.rate
+
+
 class ResetDuringExec(Exception):
     """The board rebooted while a cell ran; `boot_output` is what it printed since."""
 
