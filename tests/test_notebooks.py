@@ -12,7 +12,8 @@ import pytest
 pytestmark = pytest.mark.device
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")
+                   if not p.name.endswith(".executed.ipynb"))  # `mpkernel run` output
 
 
 def run_notebook(path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
