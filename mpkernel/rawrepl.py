@@ -47,7 +47,7 @@ class LinePacer:
     """Writes to the link no faster than its serial line carries bytes (baud/10 a second), in
     bursts of at most half the micro:bit's 63-byte receive ring.
 
-    The same rule as plain raw mode's sending (see PACE_BURST), for binary transfers that
+    Used for plain raw mode's program text (see PACE_BURST) and for binary transfers that
     write frames while reading acknowledgements. Through a real USB-serial bridge this
     changes nothing, as the wire is that slow anyway; an emulated UART (the `sim` port)
     takes bytes as fast as they come, so whole frames arrive at once and overflow the ring
@@ -57,9 +57,10 @@ class LinePacer:
 
     SLACK = 0.005  # s
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, rate: float | None = None) -> None:
         self.link = link
-        self.rate = (getattr(link, "baudrate", 0) or 0) / 10
+        # bytes a second: baud/10 unless the caller paces slower (RawRepl.slow_down)
+        self.rate = rate if rate is not None else (getattr(link, "baudrate", 0) or 0) / 10
         self.free = 0.0  # when the line will have carried everything written so far
 
     def write(self, data: bytes) -> None:
@@ -266,14 +267,8 @@ class RawRepl:
         self.pace_factor = max(self.pace_factor / 2, 1 / 16)
 
     def _send_plain(self, code: bytes, timeout: float) -> None:
-        data = code + b"\x04"
-        rate = self.link.baudrate / 10 * self.pace_factor  # bytes per second
-        start = time.monotonic()
-        for offset in range(0, len(data), PACE_BURST):
-            wait = start + offset / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)  # holding to the line rate; there is nothing to read
-            self.link.write(data[offset : offset + PACE_BURST])
+        # Holding to the line rate; there is nothing to read while the program goes out.
+        LinePacer(self.link, self.link.baudrate / 10 * self.pace_factor).write(code + b"\x04")
         # Stale bytes before OK belong to nobody; the OK itself is the marker. A reboot
         # instead of OK (the board reset as the program went out) is said at once.
         self.read_until(b"OK", timeout, on_tick=lambda: b"OK" in self._rx or self.check_reset())
