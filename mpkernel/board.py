@@ -348,11 +348,6 @@ class Board:
             self._report_reset(reset)
             self._repl().send_code(data, timeout=ACK_TIMEOUT)
 
-    def eval(self, expression: str) -> Any:
-        """Evaluate an expression on the board and return its value (literals only)."""
-        out = self.exec(f"print(repr({expression}))")
-        return ast.literal_eval(out.strip())
-
     def interrupt(self) -> None:
         """Ask the running exec to stop. Safe from a signal handler or another thread."""
         self._interrupts += 1
@@ -375,7 +370,7 @@ class Board:
         """Connect, reattach, or resync as needed; report a reset that happened between cells."""
         if self.link is None:
             if self.caps.version:
-                self._reattach(self.reattach_wait)
+                self.reattach(self.reattach_wait)
             else:
                 self.note(self.connect() + "\n")
             return
@@ -384,7 +379,7 @@ class Board:
         except LinkLost:
             # The port vanished between cells (cable pulled, re-enumeration): find it again.
             self.drop_link()
-            self._reattach(self.reattach_wait)
+            self.reattach(self.reattach_wait)
 
     def _ready_on_open_link(self) -> None:
         pending = self._repl().take_pending()
@@ -524,7 +519,12 @@ class Board:
             return self.url
         return None
 
-    def _reattach(self, wait: float, note: Note | None = None) -> str:
+    def reattach(self, wait: float, note: Note | None = None) -> str:
+        """Find the same board again (by USB identity, else by path) and resync with it.
+
+        Waits up to `wait` s, saying so once through `note`; returns where it was found, or
+        raises LinkLost. For callers that released the port (flashing) or lost it.
+        """
         note = note or self.note
         deadline = time.monotonic() + wait
         said_waiting = False
@@ -557,11 +557,6 @@ class Board:
             "Plug it in (or press reset) and run the cell again; %ports lists the ports.",
         )
 
-    def variables_survived(self) -> bool:
-        """True if the board still has this session's marker (it did not reset)."""
-        out = self._run_quiet("print(globals().get('__mpk_session'))")
-        return out.strip() == self._session
-
     @contextmanager
     def released(self, note: Note = print, wait: float = 30.0) -> Iterator[str]:
         """Free the port for another program (esptool, doctor), then find the board again."""
@@ -571,7 +566,7 @@ class Board:
         try:
             yield path
         finally:
-            where = self._reattach(wait, note)
+            where = self.reattach(wait, note)
             note(f"Reconnected on {where}: {self.caps.firmware}.\n")
 
     def close(self) -> None:
