@@ -17,6 +17,7 @@ from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from mpkernel import __version__, cells, display
 from mpkernel.board import Board
+from mpkernel.connect import BoardSettings, new_board, replace_board
 from mpkernel.errors import MpkernelError
 from mpkernel.magics import HelpRequested, MagicContext, registry
 
@@ -89,19 +90,20 @@ class MicroPythonKernel(IPythonKernel):
 
     def get_board(self) -> Board:
         if self.board is None:
-            self.board = Board(self.resolve_port(), self.baudrate, reattach_wait=self.reattach_wait)
+            self.board = new_board(self.resolve_port(), self._board_settings())
         self.board.note = self._write
         if not self.board.connected and not self.board.caps.version:
             self.board.ensure_ready()
         return self.board
 
-    def attach(self, port: str) -> Board:
-        """Connect to `port` (closing any current board) and make it the kernel's board."""
-        if self.board is not None:
-            self.board.close()
-            self.board = None
+    def attach(self, port: str, connect: bool = True) -> Board:
+        """Make a Board on `port` the kernel's board (closing any other); connect if asked."""
+        self.board = replace_board(self.board, port, self._board_settings(), self._write)
         self.chosen_port = port
-        return self.get_board()
+        return self.get_board() if connect else self.board
+
+    def _board_settings(self) -> BoardSettings:
+        return BoardSettings(self.baudrate, self.reattach_wait)
 
     # -- output ---------------------------------------------------------------------------
     def _write(self, text: str, name: str = "stdout") -> None:
