@@ -115,7 +115,8 @@ class MagicContext:
     - `state`: per-kernel dict for magics that keep settings between cells.
     - `resolve_port()`: the port the kernel would use now (without opening it).
     - `peek_board()`: the Board if one is connected, else None (never connects).
-    - `attach(port)`: connect to `port` and make it the kernel's board (closing any other).
+    - `attach(port, connect=True)`: make a Board on `port` the kernel's board (closing any
+      other), connected unless `connect=False`.
     """
 
     get_board: Callable[[], Board]
@@ -128,7 +129,7 @@ class MagicContext:
     kernel: Any = None
     resolve_port: Callable[[], str] | None = None
     peek_board: Callable[[], Board | None] = lambda: None
-    attach: Callable[[str], Board] | None = None
+    attach: Callable[..., Board] | None = None
 
     @property
     def board(self) -> Board:

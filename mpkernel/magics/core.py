@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mpkernel.errors import MpkernelError
 from mpkernel.magics import MagicContext, arg, magic, registry
+
+if TYPE_CHECKING:
+    from mpkernel.board import Board
 
 
 @magic(
@@ -65,20 +69,27 @@ def _attach_and_say(ctx: MagicContext):  # noqa: ANN202 - a callback for the pic
     return attach
 
 
+def unopened_board(ctx: MagicContext, port: str) -> Board:
+    """A Board on `port`, not connected yet, for magics that open the port their own way
+    (rescue resets the board before talking to it; flash frees the port for esptool).
+
+    With a kernel it becomes the kernel's board, replacing any other; without one (a test's
+    context) the caller owns it.
+    """
+    if ctx.attach is not None:
+        board = ctx.attach(port, connect=False)
+    else:
+        from mpkernel.connect import new_board
+
+        board = new_board(port)
+    board.note = ctx.write
+    return board
+
+
 def _rescue_on(ctx: MagicContext, port: str) -> None:
-    from mpkernel.board import Board
     from mpkernel.rescue import rescue
 
-    kernel = ctx.kernel
-    if kernel is not None:
-        if kernel.board is not None:
-            kernel.board.close()
-        kernel.chosen_port = port
-        kernel.board = Board(port, kernel.baudrate, reattach_wait=kernel.reattach_wait)
-        kernel.board.note = ctx.write
-        board = kernel.board
-    else:
-        board = Board(port)
+    board = unopened_board(ctx, port)
     ctx.write(rescue(board, ctx.write, ctx.confirm) + "\n")
     ctx.write(board.summary() + "\n")
 
@@ -116,12 +127,12 @@ def rescue_magic(ctx: MagicContext, args: argparse.Namespace) -> None:
     offer to rename main.py so the next boot is quiet. Files are kept."""
     from mpkernel.rescue import rescue
 
-    kernel = ctx.kernel
-    if kernel is not None and kernel.board is None:
-        from mpkernel.board import Board
-
-        kernel.board = Board(kernel.resolve_port(), kernel.baudrate)
-    board = kernel.board if kernel is not None else ctx.board
+    # Not ctx.board: connecting first would stop at the very program that needs rescuing.
+    board = ctx.peek_board()
+    if board is None:
+        if ctx.resolve_port is None:
+            raise MpkernelError("No board to rescue.", "Run %connect --rescue PORT.")
+        board = unopened_board(ctx, ctx.resolve_port())
     board.note = ctx.write
     ctx.write(rescue(board, ctx.write, ctx.confirm) + "\n")
 
