@@ -150,13 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", help="the board (default: MPKERNEL_PORT or the one found)")
     run.add_argument("--output", help="where to write the executed copy")
     run.add_argument("--timeout", type=int, default=600, help="seconds per cell")
-    flash = sub.add_parser("flash", help="put MicroPython on an ESP board (or copy a .uf2/.hex)")
-    try:
-        from mpkernel.flash import add_cli_arguments
-    except ImportError:
-        add_cli_arguments = None
-    if add_cli_arguments is not None:
-        add_cli_arguments(flash)
+    flash = sub.add_parser("flash", help="put MicroPython on a board: esptool for ESP chips, "
+                           "a drive copy for .uf2/.hex; then connect to show the new version")
+    from mpkernel.flashing import add_cli_arguments
+
+    add_cli_arguments(flash)
     return parser
 
 
@@ -180,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(args)
     if args.command == "flash":
-        from mpkernel.flash import run_cli
+        from mpkernel.flashing import run_cli
 
         return run_cli(args)
     return 2

@@ -2,8 +2,15 @@
 
 `resolve("ESP32_GENERIC_S3@1.24.1")` reads https://micropython.org/download/ESP32_GENERIC_S3/,
 picks the link to that release's image and keeps the download in the cache
-(`$MPKERNEL_CACHE`, else ~/.cache/mpkernel/firmware), named as upstream names it, so a second
-flash of the same release needs no network and an offline classroom with a cached image works.
+(`$MPKERNEL_CACHE`, else ~/.cache/mpkernel/firmware), so a second flash of the same release
+needs no network and an offline classroom with a cached image works.
+
+The cache is keyed by URL, not by file name: two servers' `firmware.bin` are different files.
+Each download lives in `CACHE/<first 16 hex digits of sha256(url)>/<upstream name>`, with the
+URL beside it in `url`, so a release can also be found again offline by its board and version.
+
+Downloads are https. Links read from a page are upgraded to https and a redirect from https to
+plain http is refused; only a URL the user typed as `http://` is fetched in plain http.
 
 The download page lists each release as links to `/resources/firmware/BOARD-YYYYMMDD-vX.Y.Z.ext`
 (.bin for ESP chips, .uf2 for RP2040, .hex/.dfu/.zip for others, plus .app-bin/.elf/.map
@@ -14,6 +21,7 @@ The fetcher is injectable so tests run on a saved page without a network.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import urllib.error
@@ -21,6 +29,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mpkernel.errors import MpkernelError
 
@@ -49,10 +58,40 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "mpkernel" / "firmware"
 
 
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, except from https to anything that is not https."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> urllib.request.Request | None:
+        if req.full_url.startswith("https://") and not newurl.startswith("https://"):
+            raise urllib.error.URLError(
+                f"{req.full_url} redirected to {newurl}, which is not https: not followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def urllib_fetch(url: str, timeout: float = 30.0) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "mpkernel"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    opener = urllib.request.build_opener(_NoDowngrade)
+    with opener.open(request, timeout=timeout) as response:
         return response.read()
+
+
+def https(url: str) -> str:
+    """A link found on a page, as https (`//host/x`, `/x` and `http://` links included)."""
+    if url.startswith("//"):
+        return "https:" + url
+    if url.startswith("/"):
+        return BASE_URL + url
+    if url.startswith("http://"):
+        return "https://" + url[len("http://"):]
+    return url
+
+
+def cache_path(url: str, directory: Path | None = None) -> Path:
+    """Where the download of `url` is kept: a folder per URL, the upstream file name inside."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "firmware.bin"
+    return (directory or cache_dir()) / key / name
 
 
 @dataclass(frozen=True)
@@ -114,9 +153,7 @@ def parse_download_page(html: str, board: str) -> list[Release]:
     )
     found: dict[str, Release] = {}
     for m in pattern.finditer(html):
-        url = m.group("url")
-        if url.startswith("/"):
-            url = BASE_URL + url
+        url = https(m.group("url"))
         found[url] = Release(board, m.group("date"), m.group("version"), m.group("ext"), url)
     return list(found.values())
 
@@ -136,43 +173,48 @@ def pick(releases: list[Release], version: str) -> Release | None:
 
 
 def _cached(spec: Spec, directory: Path) -> Path | None:
-    """The newest cached image of this board (and version, unless "latest")."""
+    """The newest cached micropython.org image of this board (and version, unless "latest")."""
     assert spec.board is not None
+    prefix = f"{BASE_URL}/resources/firmware/"
     releases = []
-    for path in directory.glob(f"{spec.board}-*"):
-        m = re.fullmatch(re.escape(spec.board) + r"-(\d{8})-v(.+?)(\.bin|\.uf2|\.hex)", path.name)
-        if m:
-            releases.append(Release(spec.board, m.group(1), m.group(2), m.group(3), str(path)))
+    for url_file in directory.glob("*/url"):
+        try:
+            url = url_file.read_text().strip()
+        except OSError:
+            continue
+        m = re.fullmatch(re.escape(prefix + spec.board) + r"-(\d{8})-v(.+?)(\.bin|\.uf2|\.hex)",
+                         url)
+        if m and cache_path(url, directory).is_file():
+            releases.append(Release(spec.board, m.group(1), m.group(2), m.group(3), url))
     chosen = pick(releases, spec.version)
-    return Path(chosen.url) if chosen else None
+    return cache_path(chosen.url, directory) if chosen else None
 
 
-def _store(directory: Path, name: str, data: bytes) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
+def _store(target: Path, url: str, data: bytes) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     partial.write_bytes(data)
+    (target.parent / "url").write_text(url + "\n")
     partial.replace(target)  # a half download never looks like a cached image
     return target
 
 
 def download(url: str, fetch: Fetcher = urllib_fetch, directory: Path | None = None,
              note: Callable[[str], None] = lambda s: None) -> Path:
-    """The image at `url`, from the cache if it was fetched before."""
-    directory = directory or cache_dir()
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "firmware.bin"
-    target = directory / name
-    if target.exists():
-        note(f"Using cached {target}\n")
+    """The image at `url`, from the cache if this URL was fetched before."""
+    target = cache_path(url, directory)
+    if target.is_file():
+        note(f"Using {target}, downloaded earlier from {url}\n")
         return target
-    note(f"Downloading {url}\n")
+    plain = "" if url.startswith("https://") else " (plain http, as given: not encrypted)"
+    note(f"Downloading {url}{plain}\n")
     try:
         data = fetch(url)
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise FirmwareError(f"Could not download {url}: {err}",
-                            f"Check the network, or download it yourself and put it in "
-                            f"{directory} (or pass the file's path).") from None
-    return _store(directory, name, data)
+                            "Check the network, or download it yourself and pass the "
+                            "file's path.") from None
+    return _store(target, url, data)
 
 
 def resolve(firmware: str, chip: str | None = None, fetch: Fetcher = urllib_fetch,
@@ -202,7 +244,7 @@ def resolve(firmware: str, chip: str | None = None, fetch: Fetcher = urllib_fetc
     if spec.version != "latest":
         hit = _cached(spec, directory)
         if hit is not None:
-            note(f"Using cached {hit}\n")
+            note(f"Using {hit}, downloaded earlier\n")
             return hit
     page_url = f"{BASE_URL}/download/{spec.page}/"
     try:
@@ -210,12 +252,13 @@ def resolve(firmware: str, chip: str | None = None, fetch: Fetcher = urllib_fetc
     except (urllib.error.URLError, OSError, ValueError) as err:
         hit = _cached(spec, directory)
         if hit is not None:
-            note(f"micropython.org is unreachable ({err}); using cached {hit.name}\n")
+            note(f"micropython.org is unreachable ({err}); using {hit}, downloaded earlier\n")
             return hit
         raise FirmwareError(
-            f"Cannot reach micropython.org to find {spec.describe()}, and no copy is cached.",
-            f"Download the image from {page_url} on a connected machine and put it in "
-            f"{directory}, or pass its path: %flash /path/to/{spec.board}-DATE-vX.Y.Z.bin",
+            f"Cannot reach micropython.org to find {spec.describe()}, and no copy is cached "
+            f"in {directory}.",
+            f"Download the image from {page_url} on a connected machine and pass its path: "
+            f"%flash /path/to/{spec.board}-DATE-vX.Y.Z.bin",
         ) from None
     releases = parse_download_page(html, spec.board)
     chosen = pick(releases, spec.version)

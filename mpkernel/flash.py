@@ -10,14 +10,15 @@ A transport failure is retried once at 115200 baud before giving up.
 Drives: a `.uf2` goes to an RP2040/RP2350 in BOOTSEL mode (drive RPI-RP2 / RP2350), a `.hex`
 to a micro:bit (drive MICROBIT); the drive is found by its volume label.
 
-Reattaching the kernel's REPL is the magic's job (mpkernel/magics/flash.py).
+Both return a FlashResult whose summary states the size and SHA-256 of what was written.
+Choosing the port, releasing and reattaching the REPL is the front end's job
+(mpkernel/flashing.py, shared by `%flash` and `mpkernel flash`).
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ IMAGE_CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c2
 CHIP_NAMES = {k: k.upper().replace("ESP32", "ESP32-").rstrip("-") for k in OFFSETS}
 CHIP_NAMES["esp8266"] = "ESP8266"
 DRIVE_LABELS = {".uf2": ("RPI-RP2", "RP2350"), ".hex": ("MICROBIT", "MINI")}
+# Where desktops mount removable drives: /media/LABEL, /media/USER/LABEL (Debian, Ubuntu),
+# /run/media/USER/LABEL (Fedora, Arch), /Volumes/LABEL (macOS).
+DRIVE_ROOTS = (Path("/media"), Path("/run/media"), Path("/Volumes"))
 
 BOOT_HINT = (
     "Put the board in its bootloader by hand: hold the BOOT (IO0) button, press and release "
@@ -66,11 +70,24 @@ class FlashError(MpkernelError):
 
 @dataclass
 class FlashResult:
-    chip: str                 # esptool's key, e.g. "esp32s3"
-    description: str          # "ESP32-D0WD-V3 (revision v3.0), 4MB flash, MAC 24:62:..."
-    offset: int
+    """What was written: to an ESP's flash (chip, offset) or as a file on a drive."""
+
+    firmware: str             # the file's name ("the firmware" for bytes given directly)
     size: int
-    firmware: str
+    sha256: str               # of exactly the bytes written
+    chip: str = ""            # esptool's key, e.g. "esp32s3"; "" for a drive copy
+    description: str = ""     # "ESP32: ESP32-D0WD-V3 (revision v3.0), 4MB flash, MAC 24:62:..."
+    offset: int | None = None
+    drive: Path | None = None
+    verified: bool = False    # esptool read the region back and its MD5 matched
+
+    def summary(self) -> str:
+        what = f"{self.firmware} ({self.size:,} bytes, SHA-256 {self.sha256})"
+        if self.drive is not None:
+            return f"Copied {what} to {self.drive}."
+        check = ("esptool read it back and its MD5 matched" if self.verified
+                 else "not read back (this loader cannot compute an MD5)")
+        return f"Wrote {what} at {self.offset:#x} on {self.description}; {check}."
 
 
 def chip_key(chip_name: str) -> str:
@@ -277,13 +294,16 @@ def _flash_once(port: str, data: bytes, name: str, chip: str, erase: bool, baud:
                 erase_flash(esp)
             offset = OFFSETS.get(key, esp.BOOTLOADER_FLASH_OFFSET)
             write_flash(esp, [(offset, data)], compress=True)
-            logger.finish(f"Wrote {name}: {len(data)} bytes at {offset:#x}, MD5 verified.")
+            result = FlashResult(name, len(data), hashlib.sha256(data).hexdigest(), key,
+                                 description, offset,
+                                 verified="Hash of data verified." in logger.lines)
+            logger.finish(result.summary())
             # IO0 (DTR) must be released for the RTS pulse to boot from flash rather than
             # back into the bootloader; a port whose atomic ioctl reset failed still has DTR
             # asserted from opening.
             ser.dtr = False
             reset_chip(esp, "hard-reset")
-            return FlashResult(key, description, offset, len(data), name)
+            return result
         except FlashError:
             raise
         except (FatalError, serial.SerialException, OSError) as err:
@@ -386,9 +406,7 @@ def find_drive(labels: Iterable[str], roots: Iterable[Path] | None = None,
                lsblk: Callable[[], str] | None = None) -> Path | None:
     """A mounted drive whose volume label is one of `labels`, or None."""
     labels = tuple(labels)
-    if roots is None:
-        roots = [Path("/media"), Path("/run/media"), Path("/Volumes")]
-    for root in roots:
+    for root in DRIVE_ROOTS if roots is None else roots:
         candidates = [root / label for label in labels]
         if root.is_dir():
             # /media/USER/LABEL and /run/media/USER/LABEL
@@ -418,8 +436,8 @@ def _lsblk() -> str:
 def copy_to_drive(image: Path, write: Callable[[str], None] = print,
                   make_progress: Callable[[str, int], Progress] | None = None,
                   roots: Iterable[Path] | None = None,
-                  lsblk: Callable[[], str] | None = None) -> Path:
-    """Copy a .uf2/.hex onto the board's drive; the board flashes itself and reboots."""
+                  lsblk: Callable[[], str] | None = None) -> FlashResult:
+    """Copy a .uf2/.hex onto the board's drive, which flashes the board and reboots it."""
     labels = DRIVE_LABELS[image.suffix.lower()]
     drive = find_drive(labels, roots, lsblk)
     if drive is None:
@@ -447,51 +465,6 @@ def copy_to_drive(image: Path, write: Callable[[str], None] = print,
             bar.close()
             raise FlashError(f"Copying to {drive} failed: {err}",
                              "Put the board back in its bootloader and try again.") from None
-    bar.close(f"Copied {image.name} to {drive}: the board flashes itself and restarts.")
-    return drive
-
-
-# ---- mpkernel flash ... (the shell command) -----------------------------------------------
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `mpkernel flash` (the same as %flash)."""
-    parser.add_argument("firmware", help="a .bin/.uf2/.hex file, a URL, or a board name with "
-                        "an optional version: ESP32_GENERIC, ESP32_GENERIC_S3@1.24.1, latest")
-    parser.add_argument("--erase", action="store_true",
-                        help="erase the whole flash first (deletes every file on the board)")
-    parser.add_argument("--yes", action="store_true", help="do not ask before --erase")
-    parser.add_argument("--chip", choices=CHIP_CHOICES, default="auto")
-    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
-                        help=f"transfer speed after connecting (default {DEFAULT_BAUD})")
-    parser.add_argument("--port", help="serial port (default: the one board found)")
-
-
-ERASE_QUESTION = "--erase deletes every file on the board (main.py, boot.py, your data). Erase?"
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`mpkernel flash ...`: 0 on success, 1 with the message on stderr otherwise."""
-    def write(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    try:
-        if is_drive_image(args.firmware):
-            copy_to_drive(fw.resolve(args.firmware, note=write), write)
-            return 0
-        if args.erase and not args.yes:
-            answer = input(f"{ERASE_QUESTION} [y/N] ") if sys.stdin.isatty() else ""
-            if answer.strip().lower() not in ("y", "yes"):
-                write("Not erased, nothing flashed. Add --yes to erase without asking.\n")
-                return 1
-        port = args.port
-        if port is None:
-            from mpkernel.ports import pick_port  # the kernel's own choice of board
-
-            port = pick_port()
-        result = flash_esp(port, args.firmware, chip=args.chip, erase=args.erase,
-                           baud=args.baud, write=write)
-        write(f"Done: {result.firmware} on {result.description}.\n")
-        return 0
-    except MpkernelError as err:
-        sys.stderr.write(err.user_text() + "\n")
-        return 1
+    result = FlashResult(image.name, len(data), hashlib.sha256(data).hexdigest(), drive=drive)
+    bar.close(result.summary())
+    return result

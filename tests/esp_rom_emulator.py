@@ -402,6 +402,7 @@ class EspRomEmulator:
 
     def _op_13(self, op: int, data: bytes, chk: int) -> None:  # SPI_FLASH_MD5
         addr, size = struct.unpack("<II", data[:8])
+        self.events.append(f"md5:{addr:#x}:{size}")  # so tests can tell a read-back happened
         digest = hashlib.md5(self.flash[addr:addr + size])
         self._reply(op, data=digest.digest() if self.stub else digest.hexdigest().encode())
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from esp_rom_emulator import make_app_image
+from flash_facts import check_against_drive
 
 from mpkernel import firmware as fw
 from mpkernel.flash import FlashError, check_image, copy_to_drive, find_drive, image_chip
@@ -78,12 +79,66 @@ def test_specs():
 def test_a_board_release_is_downloaded_once_then_served_from_the_cache(tmp_path):
     online = net()
     first = fw.resolve("ESP32_GENERIC@1.24.1", fetch=online, directory=tmp_path)
-    assert first == tmp_path / "ESP32_GENERIC-20241129-v1.24.1.bin"
+    url = f"{SITE}/resources/firmware/ESP32_GENERIC-20241129-v1.24.1.bin"
+    assert online.asked == [f"{SITE}/download/ESP32_GENERIC/", url]
+    assert first == fw.cache_path(url, tmp_path)
+    assert first.name == "ESP32_GENERIC-20241129-v1.24.1.bin"
     assert first.read_bytes() == b"\xe9image:ESP32_GENERIC-20241129-v1.24.1.bin"
     offline = FakeNet(online=False)
     assert fw.resolve("ESP32_GENERIC@1.24.1", fetch=offline, directory=tmp_path) == first
     assert offline.asked == []  # a pinned, cached release needs no network at all
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_the_cache_is_keyed_by_url_so_two_files_with_one_name_stay_apart(tmp_path):
+    a, b = "https://a.example/fw/firmware.bin", "https://b.example/fw/firmware.bin"
+    online = FakeNet({a: b"\xe9 from a", b: b"\xe9 from b"})
+    got_a = fw.resolve(a, fetch=online, directory=tmp_path)
+    got_b = fw.resolve(b, fetch=online, directory=tmp_path)
+    assert got_a != got_b and got_a.name == got_b.name == "firmware.bin"
+    assert got_a.read_bytes() == b"\xe9 from a" and got_b.read_bytes() == b"\xe9 from b"
+    offline = FakeNet(online=False)
+    assert fw.resolve(b, fetch=offline, directory=tmp_path).read_bytes() == b"\xe9 from b"
+    assert fw.resolve(a, fetch=offline, directory=tmp_path).read_bytes() == b"\xe9 from a"
+    assert offline.asked == []
+    # A file of a release's name from another server is not that release.
+    mirror = "https://mirror.example/ESP32_GENERIC-20241129-v1.24.1.bin"
+    fw.resolve(mirror, fetch=FakeNet({mirror: b"\xe9 mirror"}), directory=tmp_path)
+    with pytest.raises(fw.FirmwareError, match="no copy is cached"):
+        fw.resolve("ESP32_GENERIC@1.24.1", fetch=offline, directory=tmp_path)
+
+
+def test_page_links_are_fetched_over_https_even_when_written_as_http(tmp_path):
+    page = PAGE.replace('href="/resources', 'href="http://micropython.org/resources')
+    online = FakeNet({f"{SITE}/download/ESP32_GENERIC/": page.encode()})
+    fw.resolve("ESP32_GENERIC@1.24.1", fetch=online, directory=tmp_path)
+    assert online.asked[-1] == f"{SITE}/resources/firmware/ESP32_GENERIC-20241129-v1.24.1.bin"
+    assert all(url.startswith("https://") for url in online.asked)
+
+
+def test_a_plain_http_url_is_fetched_only_when_the_user_gives_one(tmp_path):
+    url = "http://192.168.1.5/ESP32_GENERIC-20241129-v1.24.1.bin"
+    online = FakeNet({url: b"\xe9 local"})
+    notes: list[str] = []
+    assert fw.resolve(url, fetch=online, directory=tmp_path, note=notes.append).read_bytes() \
+        == b"\xe9 local"
+    assert online.asked == [url]
+    assert notes == [f"Downloading {url} (plain http, as given: not encrypted)\n"]
+
+
+def test_a_redirect_from_https_to_http_is_not_followed():
+    import urllib.request
+
+    handler = fw._NoDowngrade()
+    secure = urllib.request.Request("https://micropython.org/resources/firmware/x.bin")
+    with pytest.raises(urllib.error.URLError, match="not https: not followed"):
+        handler.redirect_request(secure, None, 302, "Found", {}, "http://evil.example/x.bin")
+    moved = handler.redirect_request(secure, None, 302, "Found", {},
+                                     "https://cdn.example/x.bin")
+    assert moved is not None and moved.full_url == "https://cdn.example/x.bin"
+    plain = urllib.request.Request("http://192.168.1.5/x.bin")
+    assert handler.redirect_request(plain, None, 302, "Found", {},
+                                    "http://192.168.1.5/y.bin") is not None
 
 
 def test_latest_follows_the_page_and_falls_back_to_the_cache_offline(tmp_path):
@@ -107,7 +162,7 @@ def test_offline_without_a_cached_image_says_so_and_where_to_put_one(tmp_path):
     with pytest.raises(fw.FirmwareError) as info:
         fw.resolve("ESP32_GENERIC_S3@1.24.1", fetch=FakeNet(online=False), directory=tmp_path)
     text = info.value.user_text()
-    assert "Cannot reach micropython.org" in text and "no copy is cached" in text
+    assert "Cannot reach micropython.org" in text and f"no copy is cached in {tmp_path}" in text
     assert str(tmp_path) in text and "download/ESP32_GENERIC_S3/" in text
 
 
@@ -173,9 +228,9 @@ def test_a_uf2_is_copied_to_the_pico_drive_and_a_missing_drive_is_explained(tmp_
     image = tmp_path / "RPI_PICO-20241129-v1.24.1.uf2"
     image.write_bytes(b"UF2\n" * 50000)
     out: list[str] = []
-    assert copy_to_drive(image, out.append, roots=[tmp_path / "media"], lsblk=lambda: "") == drive
-    assert (drive / image.name).read_bytes() == image.read_bytes()
-    assert "flashes itself and restarts" in "".join(out)
+    result = copy_to_drive(image, out.append, roots=[tmp_path / "media"], lsblk=lambda: "")
+    assert result.drive == drive
+    check_against_drive(out[-1].lstrip("\r"), drive, image)
     hexfile = tmp_path / "microbit.hex"
     hexfile.write_text(":00000001FF\n")
     with pytest.raises(FlashError) as info:
