@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import firmware as fw
+from mpkernel.caps import Capabilities
 from mpkernel.display import Progress, TextProgress
 from mpkernel.errors import MpkernelError
 from mpkernel.flash import (
@@ -175,12 +176,14 @@ def _reattach(board: Board, write: Callable[[str], None], skip: bool) -> Board |
     if skip:
         write(f"Not reconnecting (--no-reattach); the board is on {board.url}.\n")
         return None
+    # New firmware: what the board can do (and its version) must be asked again, not kept.
+    board.caps = Capabilities()
     try:
         where = board.reattach(REATTACH_WAIT, write)
     except MpkernelError as err:
         write(f"The REPL did not answer on {board.url} afterwards: {err.user_text()}\n")
         return None
-    write(f"Now running {board.firmware or 'MicroPython'} on {where}.\n")
+    write(f"Reconnected on {where}; the board reports {board.firmware}.\n")
     return board
 
 

@@ -16,6 +16,7 @@ from flash_facts import check_against_drive, check_against_flash
 
 import mpkernel.flash as flash_module
 import mpkernel.ports as ports_module
+from mpkernel.caps import Capabilities
 from mpkernel.errors import LinkLost
 from mpkernel.flashing import add_cli_arguments, run_cli
 from mpkernel.magics import MagicContext, registry
@@ -34,8 +35,9 @@ def board_with_old_firmware(name: str, **kw) -> tuple[EspRomEmulator, str]:
 class FakeBoard:
     """Stands in for a Board where no real REPL exists: records the release and the reattach.
 
-    Its reattach reads what the emulated ESP32 printed after its reset (the BannerApp prints
-    the banner found in flash), so "Now running ..." reports the firmware that booted.
+    Like Board, it asks the firmware for its version on reattach only when its capabilities
+    were cleared; it reads what the emulated ESP32 printed after its reset (the BannerApp
+    prints the banner found in flash), so the summary reports the firmware that booted.
     """
 
     def __init__(self, url: str, connected: bool = False, came_back_as: str | None = None,
@@ -44,7 +46,7 @@ class FakeBoard:
         self.came_back_as, self.fails = came_back_as, fails
         self.identity = None
         self.reattach_wait = 0.5
-        self.firmware = ""
+        self.caps = Capabilities(version=(1, 20, 0), firmware="MicroPython v1.20.0 (before)")
         self.log = log if log is not None else []
 
     def drop_link(self) -> None:
@@ -55,12 +57,19 @@ class FakeBoard:
         self.log.append(("reattach", wait))
         if self.fails:
             raise LinkLost(f"The board did not come back on {self.url} within {wait:.0f} s.")
-        if self.url.startswith("espemu://"):
-            with serial.serial_for_url(self.url, timeout=2) as port:
-                self.firmware = port.read_until(b">>> ").split(b"\r\n")[-3].decode()
+        if not self.caps.version:
+            firmware = "MicroPython v1.22.0 on /dev/ttyACM0"
+            if self.url.startswith("espemu://"):
+                with serial.serial_for_url(self.url, timeout=2) as port:
+                    firmware = port.read_until(b">>> ").split(b"\r\n")[-3].decode()
+            self.caps = Capabilities(version=(1,), firmware=firmware)
         self.url = self.came_back_as or self.url
         self.connected = True
         return self.url
+
+    @property
+    def firmware(self) -> str:
+        return self.caps.firmware
 
     def close(self) -> None:
         self.log.append("close")
@@ -142,8 +151,8 @@ def test_erase_with_yes_erases_then_flashes_and_the_kernel_reattaches(tmp_path):
     assert emu.events.index("erase_flash") < begin
     # the kernel's new board reattached after the chip's reset, to the firmware just written
     assert [board.url for board in made] == [url] and made[0].log == [("reattach", 30.0)]
-    assert out[-1] == f"Now running MicroPython v1.24.1 on 2024-11-29; Generic ESP32 module " \
-        f"with ESP32 on {url}.\n"
+    assert out[-1] == f"Reconnected on {url}; the board reports MicroPython v1.24.1 on " \
+        "2024-11-29; Generic ESP32 module with ESP32.\n"
 
 
 def test_the_connected_board_is_released_and_a_failed_flash_keeps_its_own_error(tmp_path):
@@ -178,7 +187,7 @@ def test_a_board_that_re_enumerates_is_found_by_the_identity_taken_before_flashi
     out: list[str] = []
     run_magic(magic_ctx(out, attach=attach), f"{image} --port {url}")
     assert made[0].identity is identity
-    assert out[-1].endswith(" on /dev/ttyACM1.\n") and out[-1].startswith("Now running ")
+    assert out[-1].startswith("Reconnected on /dev/ttyACM1; the board reports MicroPython v1.24.1")
 
 
 def test_a_repl_that_does_not_come_back_is_said_plainly_after_a_good_flash(tmp_path):
@@ -224,7 +233,9 @@ def test_a_drive_copy_releases_the_connected_board_and_reattaches_after(
     run_magic(magic_ctx(out, peek_board=lambda: board), str(image))
     check_against_drive("".join(out), drive, image)
     assert log == ["drop_link", "copy", ("reattach", 30.0)]
-    assert out[-1] == "Now running MicroPython on /dev/ttyACM0.\n"
+    # the firmware changed, so the version is asked again rather than the old one repeated
+    assert out[-1] == ("Reconnected on /dev/ttyACM0; the board reports "
+                       "MicroPython v1.22.0 on /dev/ttyACM0.\n")
 
 
 def test_no_drive_mounted_is_explained_and_nothing_is_written(tmp_path, monkeypatch):
@@ -292,6 +303,8 @@ def test_flash_then_the_next_cell_runs_on_the_new_repl(tmp_path, capsys, front):
             board = Board(url, reattach_wait=10.0)
             try:
                 assert "MicroPython" in board.connect()
+                # As if it ran older firmware: what is reported after must be asked anew.
+                board.caps = Capabilities(version=(1, 20, 0), firmware="MicroPython v1.20.0")
                 out: list[str] = []
                 run_magic(magic_ctx(out, peek_board=lambda: board), str(image))
                 text = "".join(out)
@@ -301,4 +314,6 @@ def test_flash_then_the_next_cell_runs_on_the_new_repl(tmp_path, capsys, front):
                 board.close()
         check_against_flash(text, emu, IMAGE)
         assert "boot:download" in emu.events  # reset into the bootloader by DTR/RTS
-        assert text.endswith(f" on {url}.\n") and "Now running MicroPython v1.9.2" in text
+        last = text.splitlines()[-1]
+        assert last.startswith(f"Reconnected on {url}; the board reports micro:bit v1.0.1")
+        assert "MicroPython v1.9.2-34-gd64154c73" in last  # what the relayed REPL says of itself
