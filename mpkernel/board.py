@@ -34,7 +34,7 @@ from mpkernel.errors import (
 )
 from mpkernel.interrupts import InterruptLadder, catch_busy_board
 from mpkernel.link import Link, is_url
-from mpkernel.rawrepl import RawRepl, ResetDuringExec, find_reset
+from mpkernel.rawrepl import PasteStalled, RawRepl, ResetDuringExec, find_reset
 
 if TYPE_CHECKING:
     from mpkernel.ports import PortIdentity
@@ -277,10 +277,15 @@ class Board:
                 on_idle()
             ladder.tick(state)
 
+        def send(program: bytes) -> None:
+            self.send_program(program, should_stop=lambda: self.exec_interrupted)
+
         try:
-            stderr = self._run_program(data, on_bytes, tick)
+            stderr = self._run_program(data, on_bytes, tick, send)
         except ResetDuringExec as reset:
-            raise self._after_reset(reset, during="while the cell ran") from None
+            during = ("while the cell was being sent (none of it ran)" if reset.while_sending
+                      else "while the cell ran")
+            raise self._after_reset(reset, during=during) from None
         except LinkLost:
             self.drop_link()
             raise
@@ -313,40 +318,55 @@ class Board:
     ) -> bytes:
         """Send a program and follow it to its end; return its stderr.
 
-        Plain raw mode has no flow control: a board whose CPU fell behind drops bytes, and
-        compiles something other than what was sent. A compile error means nothing ran, so
-        a program the host parses cleanly but the board calls a SyntaxError is sent once
-        more, more slowly. A program with real syntax errors fails the same way twice.
+        A program runs at most once. Plain raw mode has no flow control: a board whose CPU
+        fell behind drops bytes and compiles something other than what was sent. So the
+        program is sent once more, more slowly, only when the answer proves none of it ran:
+        the board printed nothing and reported a compile error of the program itself (see
+        cells.is_compile_error), for code the host parses. A SyntaxError raised while the
+        program ran (`exec('1 +')`, importing a broken module) is never a reason to resend.
         """
         repl = self._repl()
         send = send or self.send_program
+        printed = 0
+
+        def counted(chunk: bytes) -> None:
+            nonlocal printed
+            printed += len(chunk)
+            on_bytes(chunk)
+
         send(data)
-        stderr = repl.follow(on_bytes, tick)
-        if repl.raw_paste or not _garbled_in_transit(stderr, data):
+        stderr = repl.follow(counted, tick)
+        if repl.raw_paste or printed or not _garbled_in_transit(stderr, data):
             return stderr
         repl.slow_down()
         send(data)
         return repl.follow(on_bytes, tick)
 
-    def send_program(self, data: bytes) -> None:
+    def send_program(self, data: bytes, should_stop: Callable[[], bool] | None = None) -> None:
         """Send a program; if the board does not acknowledge, catch what runs and resend once.
 
         An idle raw prompt answers within milliseconds, so a missing acknowledgement means a
-        program started since the last cell (a reset ran main.py, a button was pressed).
+        program started since the last cell (a reset ran main.py, a button was pressed), and
+        the board never received this one. `should_stop` can abandon a raw-paste upload
+        (see RawRepl.send_code); a reset in the middle of one ends the cell (it is raised).
         """
         # Ctrl-C at an idle raw prompt empties its line buffer and prints nothing: half a
         # program left there by an earlier session or noise cannot be glued to this one.
         self.link.write(b"\x03")  # type: ignore[union-attr]
         try:
-            self._repl().send_code(data, timeout=ACK_TIMEOUT)
+            self._repl().send_code(data, ACK_TIMEOUT, should_stop)
+        except PasteStalled:
+            raise  # the board took part of it, then stopped: said, not retried blindly
         except BoardTimeout:
             self._resync_and_say()
-            self._repl().send_code(data, timeout=ACK_TIMEOUT)
+            self._repl().send_code(data, ACK_TIMEOUT, should_stop)
         except ResetDuringExec as reset:
+            if reset.while_sending:
+                raise
             # A reboot instead of OK: the board reset between cells and the program never
             # started (no OK), so it is safe to report the reset and send the cell again.
             self._report_reset(reset)
-            self._repl().send_code(data, timeout=ACK_TIMEOUT)
+            self._repl().send_code(data, ACK_TIMEOUT, should_stop)
 
     def interrupt(self) -> None:
         """Ask the running exec to stop. Safe from a signal handler or another thread."""
@@ -582,11 +602,8 @@ def _boot_text(reset: ResetDuringExec) -> str:
 
 def _garbled_in_transit(stderr: bytes, data: bytes) -> bool:
     """The board could not compile a program the host parses: bytes were probably lost."""
-    if not stderr.strip():
-        return False
-    ename = cells.parse_traceback(stderr.decode(errors="replace"))[0]
-    if ename not in ("SyntaxError", "IndentationError"):
-        return False
+    if not cells.is_compile_error(stderr.decode(errors="replace")):
+        return False  # it ran (or failed for another reason): never sent again
     try:
         ast.parse(data.decode("utf-8"))
     except (SyntaxError, ValueError, UnicodeDecodeError):

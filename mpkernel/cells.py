@@ -5,6 +5,7 @@
 - `show_trailing_expression`: make a final expression print its repr behind a marker, so the
   kernel can show it as `Out[n]` the way IPython does, without a second round trip.
 - `parse_traceback`: turn the board's traceback text into ename/evalue/lines.
+- `is_compile_error`: whether an error proves that none of the program ran.
 """
 
 from __future__ import annotations
@@ -147,13 +148,25 @@ def parse_traceback(text: str) -> tuple[str, str, list[str]]:
     return ename, evalue, lines
 
 
-def split_result(stdout: str) -> tuple[str, str | None]:
-    """Separate printed output from the trailing expression's repr, if the mark is there.
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]*)", line \d+(?P<rest>.*)$')
 
-    A None result is no result, as in IPython.
+
+def is_compile_error(traceback: str) -> bool:
+    """True if the board's stderr is its compile error of the program it was sent.
+
+    MicroPython compiles a whole program before it runs any of it, and such an error has
+    exactly one frame, `File "<stdin>", line N`, with no `, in <module>`. An error raised
+    while the program ran, a SyntaxError from exec() or from importing a broken module
+    included, starts with a `File "<stdin>", line N, in <module>` frame. Both shapes were
+    checked on the micro:bit's MicroPython 1.9.2; 1.2x prints the same.
     """
-    at = stdout.rfind(RESULT_MARK)
-    if at < 0:
-        return stdout, None
-    value = stdout[at + 1 :]
-    return stdout[:at], None if value == "None" else value
+    ename, _, lines = parse_traceback(traceback)
+    if ename not in ("SyntaxError", "IndentationError") or len(lines) != 3:
+        return False
+    frame = _FRAME.match(lines[1])
+    return (
+        lines[0].strip() == "Traceback (most recent call last):"
+        and frame is not None
+        and frame["file"] == "<stdin>"
+        and not frame["rest"].strip()
+    )

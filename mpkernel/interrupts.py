@@ -170,9 +170,9 @@ def catch_busy_board(
         del seen[: seen.find(b"\n") + 1]
     start = time.monotonic()
     deadline = start + timeout
-    # \r ends any half-typed line; Ctrl-C stops a program (or clears a raw line); Ctrl-A then
-    # enters raw mode, or re-prints the raw banner if already there.
-    link.write(b"\r\x03\x03\x01")
+    # Ctrl-C stops a program, or discards a half-typed line (friendly or raw: never \r, which
+    # would run it); Ctrl-A then enters raw mode, or re-prints the raw banner if already there.
+    link.write(b"\x03\x03\x01")
     last_send = time.monotonic()
     sends = 1
     last_data = start

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mpkernel.errors import BoardTimeout
+from mpkernel.errors import BoardTimeout, Interrupted
 from mpkernel.link import READ_TICK, Link
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
@@ -79,13 +79,22 @@ class LinePacer:
             self.free += len(piece) / self.rate
 
 
-class ResetDuringExec(Exception):
-    """The board rebooted while a cell ran; `boot_output` is what it printed since."""
+class PasteStalled(BoardTimeout):
+    """A raw-paste upload got no flow-control credit in time and was abandoned."""
 
-    def __init__(self, boot_output: bytes, at_prompt: bool) -> None:
+
+class ResetDuringExec(Exception):
+    """The board rebooted while a cell ran; `boot_output` is what it printed since.
+
+    `while_sending`: the reboot came while a raw-paste upload was under way, so the program
+    never started (the board had not received all of it).
+    """
+
+    def __init__(self, boot_output: bytes, at_prompt: bool, while_sending: bool = False) -> None:
         super().__init__("board reset")
         self.boot_output = boot_output
         self.at_prompt = at_prompt
+        self.while_sending = while_sending
 
 
 @dataclass
@@ -185,13 +194,22 @@ class RawRepl:
         self.read_until(FRIENDLY_PROMPT, timeout)
 
     # -- sending code -------------------------------------------------------------------
-    def send_code(self, code: bytes, timeout: float) -> None:
-        """Send one program at a clean raw prompt; on return the board is compiling/running."""
-        if self.raw_paste is not False and self._try_raw_paste(code, timeout):
+    def send_code(
+        self, code: bytes, timeout: float, should_stop: Callable[[], bool] | None = None
+    ) -> None:
+        """Send one program at a clean raw prompt; on return the board is compiling/running.
+
+        `timeout` bounds every wait for the board (its answer, each flow-control credit).
+        `should_stop` is polled while a raw-paste upload is under way (at least every
+        READ_TICK s): when it turns true the upload is abandoned and Interrupted raised.
+        """
+        if self.raw_paste is not False and self._try_raw_paste(code, timeout, should_stop):
             return
         self._send_plain(code, timeout)
 
-    def _try_raw_paste(self, code: bytes, timeout: float) -> bool:
+    def _try_raw_paste(
+        self, code: bytes, timeout: float, should_stop: Callable[[], bool] | None
+    ) -> bool:
         # The answer is two bytes read blind: bytes that arrived unasked (a stale session's
         # output) must not be taken for it. At a clean raw prompt nothing else is due.
         self.take_pending()
@@ -199,7 +217,7 @@ class RawRepl:
         answer = self.read_exact(2, timeout)
         if answer == b"R\x01":
             self.raw_paste = True
-            self._paste(code, timeout)
+            self._paste(code, timeout, should_stop)
             return True
         if answer == b"R\x00":
             self.raw_paste = False
@@ -231,36 +249,93 @@ class RawRepl:
         del self._rx[:count]
         return out
 
-    def _paste(self, code: bytes, timeout: float) -> None:
+    def _paste(
+        self, code: bytes, timeout: float, should_stop: Callable[[], bool] | None
+    ) -> None:
+        # The device answered R\x01: next come the window size W (W bytes are free) and a
+        # 0x01. Each 0x01 grants W more bytes (so 2*W are free at first); 0x04 means it stopped
+        # reading early (a syntax error, out of memory). Anything else is not flow control:
+        # a reboot's text.
         window = struct.unpack("<H", self.read_exact(2, timeout))[0]
         credit = window
         sent = 0
-        while sent < len(code):
-            # Flow control: the device grants `window` more bytes with each 0x01, and
-            # answers 0x04 early if it gave up reading (a syntax error, out of memory).
-            if credit == 0:
-                self._fill(timeout)
-            else:
-                self._rx += self.link.pending()
-            for byte in bytes(self._rx):
+        other = bytearray()  # bytes that were neither 0x01 nor 0x04
+        last_credit = time.monotonic()
+        while True:
+            data = bytes(self._rx)
+            self._rx.clear()
+            for at, byte in enumerate(data):
                 if byte == 0x01:
                     credit += window
+                    last_credit = time.monotonic()
                 elif byte == 0x04:
-                    self._rx.clear()
+                    # Stopped early: the device reads on until Ctrl-C or Ctrl-D, then gives
+                    # the usual `\x04 error \x04 >`, which follow() reads.
+                    self._rx[:0] = data[at + 1 :]
                     self.link.write(b"\x04")
                     return
-            self._rx.clear()
-            if credit == 0:
+                else:
+                    other.append(byte)
+            del other[:-4096]
+            self._raise_if_reset(other)
+            if sent == len(code):
+                break
+            if should_stop is not None and should_stop():
+                self._abandon_paste(sent, len(code), timeout, "interrupt")
+            if credit:
+                piece = code[sent : sent + credit]
+                self.link.write(piece)
+                sent += len(piece)
+                credit -= len(piece)
+                self._rx += self.link.pending()
                 continue
-            piece = code[sent : sent + credit]
-            self.link.write(piece)
-            sent += len(piece)
-            credit -= len(piece)
+            if time.monotonic() - last_credit > timeout:
+                self._abandon_paste(sent, len(code), timeout, "stall")
+            self._fill(READ_TICK)
         self.link.write(b"\x04")
-        # The device acknowledges the end of the program with 0x04; flow-control bytes may
-        # still precede it.
-        self.read_until(b"\x04", timeout)
-        self._rx = bytearray(self._rx.lstrip(b"\x01"))
+        # The device acknowledges the end of the program with 0x04 (flow-control bytes may
+        # precede it); a reboot's text instead means it never had the whole program.
+        self.read_until(b"\x04", timeout, on_tick=lambda: self._raise_if_reset(self._rx, b"\x04"))
+
+    def _raise_if_reset(self, seen: bytearray, before: bytes = b"") -> None:
+        """Raise ResetDuringExec(while_sending) if `seen` holds a reboot's text (only the part
+        before the marker `before` counts: what follows it is the board's answer)."""
+        end = seen.find(before) if before else -1
+        at = find_reset(seen if end < 0 else seen[:end])
+        if at >= 0:
+            boot = bytes(seen[at:])
+            self._rx.clear()  # nothing before the reboot matters any more
+            reset = self.finish_reset(boot)
+            reset.while_sending = True
+            raise reset
+
+    def _abandon_paste(self, sent: int, total: int, timeout: float, why: str) -> None:
+        """Stop a raw-paste upload: Ctrl-C makes the device stop reading (it answers 0x04 and
+        raises KeyboardInterrupt before running anything); then read to its raw prompt."""
+        self.link.write(b"\x03")
+        confirmed = True
+        try:
+            # ack 0x04, empty stdout 0x04, the KeyboardInterrupt, 0x04, then the prompt.
+            for marker in (b"\x04", b"\x04>"):
+                self.read_until(
+                    marker, timeout, on_tick=lambda m=marker: self._raise_if_reset(self._rx, m)
+                )
+        except BoardTimeout:
+            confirmed = False
+        self._rx.clear()
+        where = f"after {sent:,} of {total:,} bytes"
+        if confirmed:
+            state = "the board stopped reading it and none of it ran."
+        else:
+            state = (f"the board did not confirm within {timeout:.0f} s that it stopped "
+                     "reading; none of the cell ran, and the next cell checks the board first.")
+        if why == "interrupt":
+            raise Interrupted(f"Interrupted while the cell was being sent ({where}): {state}")
+        raise PasteStalled(
+            f"The board stopped taking the cell {where}: no flow-control credit for "
+            f"{timeout:.0f} s, so mpkernel stopped sending; {state}",
+            "Run the cell again; if this repeats, run %doctor to see what the board is doing.",
+        )
 
     def slow_down(self) -> None:
         """Halve the plain-raw sending rate for this connection (bytes were lost)."""

@@ -6,6 +6,7 @@ that the board still answers at the end.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -211,3 +212,65 @@ def test_stale_bytes_either_way_do_not_confuse_the_next_cell(
     assert run(board, "print(x * 2)").strip() == "6"
     relay.inject_to_board(b"garbage 123")  # no reply at all: only the raw line buffer knows
     assert run(board, "print(x * 3)").strip() == "9"
+
+
+# -- a cell runs at most once ------------------------------------------------------------------
+def test_a_cell_raising_syntax_error_at_run_time_runs_once(board: Board) -> None:
+    run(board, "hits = []")
+    shown: list[str] = []
+    with pytest.raises(DeviceError) as info:
+        run(board, "print('side effect')\nhits.append(1)\nexec('1 +')", on_output=shown.append)
+    assert info.value.ename == "SyntaxError"
+    assert "".join(shown).replace("\r\n", "\n") == "side effect\n"
+    assert run(board, "print(len(hits))").strip() == "1"  # counted on the board
+
+
+def test_importing_a_broken_module_runs_the_cell_once(board: Board) -> None:
+    # A fresh name each time: MicroPython 1.9.2 keeps a module that failed to import, and
+    # has no sys.modules to forget it.
+    name = f"mpk_broken_{secrets.token_hex(3)}"
+    run(board, f"f = open('{name}.py', 'w')\nf.write('y = = 2\\n')\nf.close()\nimports = 0")
+    try:
+        with pytest.raises(DeviceError) as info:
+            run(board, f"imports += 1\nimport {name}")
+        assert info.value.ename == "SyntaxError"
+        assert any(f'File "{name}.py", line 1' in line for line in info.value.traceback)
+        assert run(board, "print(imports)").strip() == "1"
+    finally:
+        run(board, f"import os\nos.remove('{name}.py')")
+
+
+def test_a_program_garbled_on_the_wire_is_resent_and_runs_once(
+    board: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A byte lost on the way (what an overflowing UART ring does): the first copy reaches the
+    # board without its last ')', which the board's compiler rejects before running anything.
+    program = "garbled_runs += 1\nprint('runs', garbled_runs)"
+    run(board, "garbled_runs = 0")
+    assert board.link is not None
+    write = board.link.write
+    dropped: list[bytes] = []
+
+    def lossy(data: bytes) -> None:
+        if not dropped and data.endswith(b"garbled_runs)\x04"):  # its last 32-byte burst
+            cut = data.rindex(b")")
+            dropped.append(data)
+            data = data[:cut] + data[cut + 1 :]
+        write(data)
+
+    monkeypatch.setattr(board.link, "write", lossy)
+    assert run(board, program).strip() == "runs 1"
+    assert dropped, "the fault was never injected"
+    assert run(board, "print(garbled_runs)").strip() == "1"
+
+
+def test_a_half_typed_line_left_at_the_prompt_is_not_run_by_the_next_cell(
+    board: Board, relay: Relay
+) -> None:
+    # Another tool left the friendly REPL with a line typed but not entered: catching the
+    # board must discard it (Ctrl-C), not enter it.
+    relay.inject_to_board(b"\x02")
+    host_sees(relay, b">>> ")
+    relay.inject_to_board(b"stray_line_ran = 1")
+    host_sees(relay, b"stray_line_ran = 1")
+    assert run(board, "print('stray_line_ran' in globals())").strip() == "False"

@@ -1,68 +1,158 @@
-"""A program garbled on its way to the board (plain raw mode, bytes dropped) is sent again;
-a program with a real syntax error is reported as it is."""
+"""Board on a scripted device: a cell runs at most once, and a raw-paste upload never hangs.
+
+A program garbled on its way to the board (plain raw mode, bytes dropped) is sent again only
+when the board's answer proves none of it ran; a program that ran and then raised a
+SyntaxError is never sent again. During a raw-paste upload, a reset, a stall or an interrupt
+ends the cell within a bounded time and leaves the board usable.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from test_rawrepl import FakeDevice
+from fakes.rawrepl_device import FakeDevice, PythonRunner
 
 from mpkernel.board import Board
 from mpkernel.caps import Capabilities
-from mpkernel.errors import DeviceError
+from mpkernel.errors import BoardReset, BoardTimeout, DeviceError, Interrupted
 from mpkernel.rawrepl import RawRepl
 
+COMPILE_ERROR = (b'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
+                 b"SyntaxError: invalid syntax\r\n")
 
-def board_on(device: FakeDevice) -> Board:
+
+def board_on(device: FakeDevice, raw_paste: bool = False) -> Board:
     board = Board("fake://")
     board.link = device  # type: ignore[assignment]
     board.repl = RawRepl(device)  # type: ignore[arg-type]
-    board.repl.raw_paste = False
-    board.caps = Capabilities(version=(1, 9, 2), mem_free=8000)
+    board.repl.raw_paste = raw_paste
+    board.caps = Capabilities(version=(1, 9, 2), mem_free=8000, raw_paste=raw_paste)
     return board
 
 
-def compile_like_a_board(drop_first_bursts: int):  # noqa: ANN201
-    """A runner that 'loses' the first programs it gets, as an overflowing UART ring does."""
-    state = {"left": drop_first_bursts}
-
-    def runner(code: bytes) -> tuple[bytes, bytes]:
-        if state["left"] > 0:
-            state["left"] -= 1
-            return b"", b'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n' \
-                        b"SyntaxError: invalid syntax\r\n"
-        try:
-            compile(code.decode(), "<stdin>", "exec")
-        except SyntaxError:
-            return b"", b"SyntaxError: invalid syntax\r\n"
-        return b"ran\r\n", b""
-
-    return runner
+def run(board: Board, code: str) -> str:
+    board.start_cell()
+    return board.exec(code)
 
 
-def test_a_garbled_program_is_sent_again_more_slowly() -> None:
-    device = FakeDevice(runner=compile_like_a_board(drop_first_bursts=1))
+class LosesFirstPrograms(PythonRunner):
+    """The first `lost` programs arrive garbled (an overflowing UART ring): compile errors."""
+
+    def __init__(self, lost: int) -> None:
+        super().__init__()
+        self.lost = lost
+
+    def __call__(self, code: bytes) -> tuple[bytes, bytes]:
+        if self.lost > 0:
+            self.lost -= 1
+            return b"", COMPILE_ERROR
+        return super().__call__(code)
+
+
+# -- plain raw mode: what is sent again -------------------------------------------------------
+def test_a_garbled_program_is_sent_again_more_slowly_and_runs_once() -> None:
+    runner = LosesFirstPrograms(lost=1)
+    device = FakeDevice(runner=runner)
     board = board_on(device)
-    assert board.exec("x = 1\nprint(x)") == "ran\r\n"
-    assert device.programs.count(b"x = 1\nprint(x)") == 2
+    assert run(board, "runs = 1\nprint('ran', runs)") == "ran 1\r\n"
+    assert device.programs.count(b"runs = 1\nprint('ran', runs)") == 2  # compiled twice
     assert board.repl is not None and board.repl.pace_factor < 1
 
 
-def test_a_real_syntax_error_is_reported_not_retried_forever() -> None:
-    device = FakeDevice(runner=compile_like_a_board(drop_first_bursts=0))
+def test_a_real_syntax_error_is_reported_not_retried() -> None:
+    device = FakeDevice(runner=PythonRunner())
     board = board_on(device)
     with pytest.raises(DeviceError) as info:
-        board.exec("x = = 1")
+        run(board, "x = = 1")
     assert info.value.ename == "SyntaxError"
     assert device.programs.count(b"x = = 1") == 1  # the host saw it is wrong: no resend
 
 
 def test_syntax_the_board_lacks_is_tried_twice_then_reported() -> None:
-    # An f-string parses on the host but not on MicroPython 1.9.2.
-    def no_fstrings(code: bytes) -> tuple[bytes, bytes]:
-        return b"", b"SyntaxError: invalid syntax\r\n"
-
-    device = FakeDevice(runner=no_fstrings)
+    # An f-string parses on the host but not on MicroPython 1.9.2: a compile error, so
+    # nothing ran either time, and trying once more was safe.
+    device = FakeDevice(runner=lambda code: (b"", COMPILE_ERROR))
     board = board_on(device)
     with pytest.raises(DeviceError, match="SyntaxError"):
-        board.exec("print(f'{1}')")
+        run(board, "print(f'{1}')")
     assert len([p for p in device.programs if p.startswith(b"print(f")]) == 2
+
+
+def test_a_syntax_error_raised_while_running_is_not_a_reason_to_resend() -> None:
+    runner = PythonRunner()
+    device = FakeDevice(runner=runner)
+    board = board_on(device)
+    run(board, "hits = []")
+    shown: list[str] = []
+    board.start_cell()
+    with pytest.raises(DeviceError) as info:
+        board.exec("print('once')\nhits.append(1)\nexec('1 +')", on_output=shown.append)
+    assert info.value.ename == "SyntaxError"
+    assert "".join(shown) == "once\r\n"
+    assert runner.namespace["hits"] == [1]
+
+
+def test_an_error_after_output_is_never_resent_even_if_it_looks_like_a_compile_error() -> None:
+    # Output proves the program started, whatever the traceback looks like.
+    device = FakeDevice(runner=lambda code: (b"started\r\n", COMPILE_ERROR))
+    board = board_on(device)
+    with pytest.raises(DeviceError):
+        run(board, "print('started')")
+    assert device.programs.count(b"print('started')") == 1
+
+
+# -- raw-paste: bounded, and a reset or an interrupt ends the cell -----------------------------
+BIG = "values = [1, 2, 3]\n" * 1000 + "print(len(values))"  # 19 KB: 150 windows of 128
+
+
+def test_a_reset_during_a_paste_ends_the_cell_with_the_reset_and_the_next_cell_runs() -> None:
+    runner = PythonRunner()
+    device = FakeDevice(paste_window=128, runner=runner)
+    board = board_on(device, raw_paste=True)
+    run(board, "kept = 1")
+    device.reset_after = 5000
+    started = time.monotonic()
+    with pytest.raises(BoardReset) as info:
+        run(board, BIG)
+    assert time.monotonic() - started < 3.0
+    assert "while the cell was being sent (none of it ran)" in str(info.value)
+    assert "MicroPython v1.25.0" in info.value.boot_output
+    assert device.resets == 1
+    assert BIG.encode() not in device.programs  # it was never compiled, let alone run
+    assert run(board, "print('kept' in globals())") == "False\r\n"  # a fresh board
+    assert run(board, BIG) == "3\r\n"
+
+
+def test_an_interrupt_frees_a_stalled_paste_and_keeps_the_variables() -> None:
+    runner = PythonRunner()
+    device = FakeDevice(paste_window=128, runner=runner)
+    board = board_on(device, raw_paste=True)
+    run(board, "kept = 41")
+    device.stall_after = 3000
+    board.start_cell()
+    timer = threading.Timer(0.3, board.interrupt)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted) as info:
+        board.exec(BIG)
+    assert time.monotonic() - started < 0.3 + 0.5
+    assert "the board stopped reading it and none of it ran" in str(info.value)
+    assert BIG.encode() not in device.programs
+    device.stall_after = None
+    assert run(board, "print(kept + 1)") == "42\r\n"
+
+
+def test_a_stalled_paste_ends_within_the_deadline_and_the_next_cell_runs() -> None:
+    device = FakeDevice(paste_window=128, runner=PythonRunner())
+    board = board_on(device, raw_paste=True)
+    device.stall_after = 3000
+    started = time.monotonic()
+    with pytest.raises(BoardTimeout) as info:
+        run(board, BIG)
+    assert time.monotonic() - started < 4.0  # ACK_TIMEOUT for credit, then the answer
+    assert "no flow-control credit" in str(info.value)
+    assert sum(p == BIG.encode() for p in device.programs) == 0
+    device.stall_after = None
+    assert run(board, "print(6 * 7)") == "42\r\n"

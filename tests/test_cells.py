@@ -78,12 +78,13 @@ def test_code_the_host_cannot_parse_is_sent_unchanged() -> None:
     assert cells.show_trailing_expression(code) == (code, False)
 
 
-def test_none_result_is_no_result() -> None:
-    code, _ = cells.show_trailing_expression("None")
-    printed: list[str] = []
-    exec(code, {"print": lambda *a, **k: printed.append("".join(a))})
-    assert cells.split_result("".join(printed)) == ("", None)
-    assert cells.split_result("out\n\x1e'None'") == ("out\n", "'None'")  # the string is shown
+def test_a_none_result_prints_the_bare_word_the_kernel_drops() -> None:
+    # The kernel shows no Out[n] for exactly "None"; the string 'None' keeps its quotes.
+    for expr, printed_as in (("None", "\x1eNone"), ("'None'", "\x1e'None'")):
+        code, _ = cells.show_trailing_expression(expr)
+        printed: list[str] = []
+        exec(code, {"print": lambda *a, out=printed, **k: out.append("".join(a))})
+        assert printed == [printed_as]
 
 
 def test_parse_traceback_names_exception_and_value() -> None:
@@ -102,6 +103,39 @@ def test_parse_traceback_without_value() -> None:
     )
 
 
-def test_split_result() -> None:
-    assert cells.split_result("hello\n\x1e42") == ("hello\n", "42")
-    assert cells.split_result("no result\n") == ("no result\n", None)
+# Tracebacks exactly as the micro:bit's MicroPython 1.9.2 prints them (raw REPL stderr).
+COMPILE_ERRORS = [
+    'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
+    "SyntaxError: invalid syntax\r\n",
+    'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
+    "IndentationError: unexpected indent\r\n",
+    'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
+    "SyntaxError: cannot mix bytes and nonbytes literals\r\n",
+]
+RAN_THEN_FAILED = [
+    # exec('1 +') on line 2 of a cell
+    'Traceback (most recent call last):\r\n  File "<stdin>", line 2, in <module>\r\n'
+    '  File "<string>", line 2\r\nSyntaxError: invalid syntax\r\n',
+    # import of a module with a syntax error
+    'Traceback (most recent call last):\r\n  File "<stdin>", line 1, in <module>\r\n'
+    '  File "brk.py", line 1\r\nSyntaxError: invalid syntax\r\n',
+    # raise SyntaxError('mine'), inside a function and at top level
+    'Traceback (most recent call last):\r\n  File "<stdin>", line 3, in <module>\r\n'
+    '  File "<stdin>", line 2, in g\r\nSyntaxError: mine\r\n',
+    'Traceback (most recent call last):\r\n  File "<stdin>", line 1, in <module>\r\n'
+    "SyntaxError: mine\r\n",
+    # not a syntax error at all
+    'Traceback (most recent call last):\r\n  File "<stdin>", line 1, in <module>\r\n'
+    "ZeroDivisionError: division by zero\r\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("stderr", COMPILE_ERRORS)
+def test_a_compile_error_of_the_program_itself_proves_nothing_ran(stderr: str) -> None:
+    assert cells.is_compile_error(stderr) is True
+
+
+@pytest.mark.parametrize("stderr", RAN_THEN_FAILED)
+def test_an_error_raised_while_running_is_not_a_compile_error(stderr: str) -> None:
+    assert cells.is_compile_error(stderr) is False

@@ -126,7 +126,8 @@ def catch(board: ScriptedBoard, timeout: float = 3.0, listen: float = 0.0) -> st
 def test_catch_an_idle_board_says_nothing(clock: Clock) -> None:
     board = ScriptedBoard(clock, "idle")
     assert catch(board) == ""
-    assert board.writes[0] == b"\r\x03\x03\x01"
+    # Ctrl-C discards a half-typed line; a \r would run it.
+    assert board.writes[0] == b"\x03\x03\x01"
 
 
 def test_catch_a_printing_main_py_quotes_its_last_output(clock: Clock) -> None:

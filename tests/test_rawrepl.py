@@ -1,120 +1,20 @@
 """The raw REPL protocol against a scripted fake device (no board needed).
 
-The fake speaks the device side of raw and raw-paste mode as pyexec.c does, and checks what
-the host may not do: overrun the raw-paste window, or send a plain-raw program in one burst.
+The fake (tests/fakes/rawrepl_device.py) speaks the device side of raw and raw-paste mode as
+pyexec.c does, and checks what the host may not do: overrun the raw-paste window, or send a
+plain-raw program in one burst. Every wait of a raw-paste upload has a deadline.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
 
 import pytest
+from fakes.rawrepl_device import KEYBOARD_INTERRUPT, FakeDevice
 
-from mpkernel.errors import BoardTimeout
-from mpkernel.rawrepl import RAW_BANNER, RawRepl, ResetDuringExec
-
-# A runner returns (stdout, stderr); stderr None means the board never finished (a reset).
-Runner = Callable[[bytes], tuple[bytes, bytes | None]]
-
-
-def echo_runner(code: bytes) -> tuple[bytes, bytes]:
-    return b"ran " + str(len(code)).encode() + b"\r\n", b""
-
-
-class FakeDevice:
-    """A link whose far end is a MicroPython raw REPL (optionally with raw-paste)."""
-
-    def __init__(self, paste_window: int | None = None, runner: Runner = echo_runner) -> None:
-        self.paste_window = paste_window  # None: firmware without raw-paste (answers "ra")
-        self.runner = runner
-        self.out = bytearray()
-        self.closed = False
-        self.writes: list[bytes] = []
-        self.code = bytearray()
-        self.mode = "raw"
-        self.paste_received = 0
-        self.paste_credit = 0
-        self.programs: list[bytes] = []
-        self.overrun = False
-        self.early_end_after: int | None = None
-        self.baudrate = 10_000_000  # unpaced unless a test sets a real line rate
-
-    # -- Link interface ---------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-        for byte in data:
-            self._byte(byte)
-
-    def read(self, timeout: float = 0.05) -> bytes:
-        data, self.out = bytes(self.out), bytearray()
-        return data
-
-    def pending(self) -> bytes:
-        return self.read()
-
-    # -- device side ------------------------------------------------------------------
-    def _byte(self, byte: int) -> None:
-        if self.mode == "paste":
-            self._paste_byte(byte)
-            return
-        if self.mode == "paste-ended":
-            return
-        if self.mode == "paste-request":
-            self.mode = "paste-request-A" if byte == ord("A") else "raw"
-            return
-        if self.mode == "paste-request-A":
-            self.mode = "raw"
-            if byte != 0x01:
-                return
-            if self.paste_window is None:
-                # Old firmware ignores 0x05 and 'A' and takes 0x01 as "re-print the banner".
-                self.out += RAW_BANNER
-            else:
-                self.out += b"R\x01" + self.paste_window.to_bytes(2, "little")
-                self.mode = "paste"
-                self.paste_received = 0
-                self.paste_credit = self.paste_window
-                self.code.clear()
-            return
-        if byte == 0x01:
-            self.code.clear()
-            self.out += b"\r\n" + RAW_BANNER
-        elif byte == 0x05:
-            self.mode = "paste-request"
-        elif byte == 0x03:
-            self.code.clear()  # Ctrl-C at the raw prompt empties the line, prints nothing
-        elif byte == 0x04:
-            self.out += b"OK"
-            self._run()
-        else:
-            self.code.append(byte)
-
-    def _paste_byte(self, byte: int) -> None:
-        assert self.paste_window is not None
-        if byte == 0x04:
-            self.out += b"\x04"
-            self._run()
-            return
-        self.paste_received += 1
-        if self.paste_received > self.paste_credit:
-            self.overrun = True
-        self.code.append(byte)
-        if self.early_end_after is not None and self.paste_received >= self.early_end_after:
-            self.out += b"\x04"  # gave up reading: a syntax error, say
-            self.mode = "paste-ended"
-            self.programs.append(bytes(self.code))
-            return
-        if self.paste_received % self.paste_window == 0:
-            self.paste_credit += self.paste_window
-            self.out += b"\x01"
-
-    def _run(self) -> None:
-        self.programs.append(bytes(self.code))
-        stdout, stderr = self.runner(bytes(self.code))
-        self.out += stdout if stderr is None else stdout + b"\x04" + stderr + b"\x04>"
-        self.code.clear()
-        self.mode = "raw"
+from mpkernel.errors import BoardTimeout, Interrupted
+from mpkernel.rawrepl import PasteStalled, RawRepl, ResetDuringExec
 
 
 def run(repl: RawRepl, code: bytes) -> tuple[bytes, bytes]:
@@ -182,6 +82,89 @@ def test_raw_paste_stops_sending_when_the_device_ends_early() -> None:
     sent = sum(len(w) for w in device.writes)
     assert sent < 100  # it stopped well before the 500-byte program was through
     assert device.writes[-1] == b"\x04"  # and answered the early end
+    # The board then reports its error in the usual frame, and is back at its prompt.
+    assert repl.follow(lambda out: None, lambda state: None) == b"SyntaxError: invalid syntax\r\n"
+    assert run(repl, b"y") == (b"", b"SyntaxError: invalid syntax\r\n")
+    assert device.programs[-1] == b"y"
+
+
+def test_output_starting_with_0x01_is_not_taken_for_flow_control() -> None:
+    device = FakeDevice(paste_window=32, runner=lambda code: (b"\x01\x01data\r\n", b""))
+    assert run(RawRepl(device), b"print('\\x01\\x01data')")[0] == b"\x01\x01data\r\n"  # type: ignore[arg-type]
+
+
+BIG = b"values = [1, 2, 3]\n" * 500  # 9.5 KB: many windows
+
+
+def test_a_paste_the_board_stops_taking_ends_within_the_deadline() -> None:
+    device = FakeDevice(paste_window=128)
+    device.stall_after = 1000
+    repl = RawRepl(device)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(PasteStalled) as info:
+        repl.send_code(BIG, timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    # It sent what it had credit for, no more, and says so; Ctrl-C made the board stop
+    # reading, so no program ran, and the next one does.
+    sent = 2 * 128 + (1000 // 128) * 128
+    assert f"after {sent:,} of {len(BIG):,} bytes" in str(info.value)
+    assert "the board stopped reading it and none of it ran" in str(info.value)
+    assert device.programs == [] and not device.overrun
+    device.stall_after = None
+    assert run(repl, b"x = 1") == (b"ran 5\r\n", b"")
+
+
+def test_a_board_that_goes_silent_mid_paste_cannot_hold_the_sender() -> None:
+    device = FakeDevice(paste_window=128)
+    device.silent_after = 300
+    repl = RawRepl(device)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(PasteStalled) as info:
+        repl.send_code(BIG, timeout=0.5)
+    # One deadline for the credit, one for the board's answer to Ctrl-C: both bounded.
+    assert time.monotonic() - started < 2.0
+    assert "did not confirm within" in str(info.value)
+
+
+def test_a_reset_during_a_paste_is_raised_with_the_boot_text() -> None:
+    device = FakeDevice(paste_window=128)
+    device.reset_after = 2000
+    repl = RawRepl(device)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(ResetDuringExec) as info:
+        repl.send_code(BIG, timeout=2.0)
+    assert time.monotonic() - started < 1.0  # the banner ends the wait, not a deadline
+    assert info.value.while_sending is True
+    assert info.value.at_prompt is True
+    assert b"MicroPython v1.25.0" in info.value.boot_output
+    assert device.programs == []
+
+
+def test_an_interrupt_frees_a_stalled_sender_and_the_board_stays_usable() -> None:
+    device = FakeDevice(paste_window=128)
+    device.stall_after = 1000
+    repl = RawRepl(device)  # type: ignore[arg-type]
+    asked = threading.Event()
+    threading.Timer(0.2, asked.set).start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted) as info:
+        repl.send_code(BIG, timeout=30.0, should_stop=asked.is_set)
+    assert time.monotonic() - started < 0.5  # freed at once, not after the 30 s deadline
+    assert "Interrupted while the cell was being sent" in str(info.value)
+    assert "the board stopped reading it and none of it ran" in str(info.value)
+    assert device.writes[-1] == b"\x03"  # Ctrl-C: the device's way to abandon a paste
+    assert device.programs == []
+    device.stall_after = None
+    assert run(repl, b"x = 1") == (b"ran 5\r\n", b"")
+
+
+def test_ctrl_c_during_a_paste_is_answered_as_pyexec_does() -> None:
+    # The shape the host relies on when it abandons a paste (see _abandon_paste).
+    device = FakeDevice(paste_window=128)
+    device.write(b"\x05A\x01")
+    device.read()
+    device.write(b"x = 1\n\x03")
+    assert device.read() == b"\x04\x04" + KEYBOARD_INTERRUPT + b"\x04>"
 
 
 def test_stdout_streams_and_stderr_is_separate() -> None:
