@@ -155,11 +155,39 @@ def _reply(matches: list[str], start: int, end: int) -> dict[str, Any]:
     }
 
 
+# -- without a board --------------------------------------------------------------------------
+# Builtin exceptions every MicroPython has; the other builtins come from the docs table.
+_EXCEPTIONS = (
+    "AssertionError", "AttributeError", "Exception", "ImportError", "IndexError",
+    "KeyError", "KeyboardInterrupt", "MemoryError", "NameError", "NotImplementedError",
+    "OSError", "RuntimeError", "StopIteration", "SyntaxError", "SystemExit", "TypeError",
+    "ValueError", "ZeroDivisionError",
+)
+
+
+def static_names(prefix: str) -> list[str]:
+    """Builtins starting with `prefix`, from the host's table (no board needed)."""
+    builtins = [k for k, (sig, _) in docs.DOCS.items()
+                if "." not in k and not sig.startswith("module ")]
+    return _visible(builtins + list(_EXCEPTIONS), prefix)
+
+
+def static_attributes(owner: str, prefix: str) -> list[str]:
+    """Documented members of the module (or module member) `owner`: `utime`, `os`,
+    `microbit.display` (module aliases such as utime -> time included)."""
+    head, _, rest = owner.partition(".")
+    lead = ".".join(filter(None, [docs.MODULE_ALIASES.get(head, head), rest])) + "."
+    return _visible([k[len(lead):] for k in docs.DOCS
+                     if k.startswith(lead) and "." not in k[len(lead):]], prefix)
+
+
 def complete(board: BoardLike | None, code: str, cursor_pos: int) -> dict[str, Any]:
     """A complete_reply content for `code` with the cursor at `cursor_pos`.
 
-    Magics and keywords come from the host and work without a board; names, attributes and
-    modules need an idle connected board and are left out otherwise.
+    Magics and keywords come from the host. Names, attributes and modules come from an idle
+    connected board; without one (before the first cell, or while the board is away) from
+    the host's tables of builtins, common modules and their documented members. Completion
+    never connects: that could stop a program running on the board just for a Tab.
     """
     cursor_pos = max(0, min(cursor_pos, len(code)))
     line = code[:cursor_pos].rsplit("\n", 1)[-1]
@@ -175,8 +203,8 @@ def complete(board: BoardLike | None, code: str, cursor_pos: int) -> dict[str, A
         m = pattern.match(line)
         if m:
             token = m.group(1)
-            names = _visible(module_names(board), token) if ok else []  # type: ignore[arg-type]
-            return _reply(names, cursor_pos - len(token), cursor_pos)
+            found = module_names(board) if ok else list(COMMON_MODULES)  # type: ignore[arg-type]
+            return _reply(_visible(found, token), cursor_pos - len(token), cursor_pos)
     m = _FROM_IMPORT.match(line)
     if m:
         module, token = m.group(1), m.group(2)
@@ -186,6 +214,8 @@ def complete(board: BoardLike | None, code: str, cursor_pos: int) -> dict[str, A
                           f"if n.startswith({token!r})]))")
             found = _literal(answer)
             names = _visible(found, token) if isinstance(found, list) else []
+        else:
+            names = static_attributes(module, token)
         return _reply(names, cursor_pos - len(token), cursor_pos)
     m = _NAME_AT_END.search(line)
     owner, token = (m.group(1), m.group(2)) if m else ("", "")
@@ -197,11 +227,14 @@ def complete(board: BoardLike | None, code: str, cursor_pos: int) -> dict[str, A
             or (before[-1:].isalnum() or before[-1:] == "_")):
         return _reply([], start, cursor_pos)
     if owner:
-        names = attribute_names(board, owner[:-1], token) if ok else []  # type: ignore[arg-type]
+        if ok:
+            names = attribute_names(board, owner[:-1], token)  # type: ignore[arg-type]
+        else:
+            names = static_attributes(owner[:-1], token)
         return _reply(names, start, cursor_pos)
     if not token:
         return _reply([], start, cursor_pos)  # Tab on nothing: don't dump every name
-    names = board_names(board, token) if ok else []  # type: ignore[arg-type]
+    names = board_names(board, token) if ok else static_names(token)  # type: ignore[arg-type]
     words = [k for k in keyword.kwlist if k.startswith(token)]
     return _reply(sorted(set(names) | set(words)), start, cursor_pos)
 

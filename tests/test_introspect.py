@@ -144,11 +144,19 @@ def test_keywords_complete_without_a_board() -> None:
     assert complete(None, "whi")["matches"] == ["while"]
 
 
-def test_no_board_names_when_disconnected_or_running() -> None:
+def test_without_an_idle_board_names_come_from_the_host_tables() -> None:
+    # Before the first cell, while a cell runs, or with the board away: builtins, common
+    # modules and documented members, and nothing is sent to the board.
     for board in (None, FakeBoard(connected=False), FakeBoard(running=True)):
-        assert complete(board, "pri")["matches"] == []
-        assert complete(board, "os.li")["matches"] == []
-        assert complete(board, "import mi")["matches"] == []
+        assert complete(board, "pri")["matches"] == ["print"]
+        assert complete(board, "Val")["matches"] == ["ValueError"]
+        assert complete(board, "os.li")["matches"] == ["listdir"]
+        assert complete(board, "utime.sleep_")["matches"] == ["sleep_ms", "sleep_us"]
+        assert complete(board, "microbit.display.sc")["matches"] == ["scroll"]
+        assert complete(board, "import mi")["matches"] == ["microbit", "micropython"]
+        assert complete(board, "from time import ticks_m")["matches"] == ["ticks_ms"]
+        assert complete(board, "my_var.bi")["matches"] == []  # unknown object: nothing
+        assert complete(board, "json")["matches"] == []  # a module is not a builtin name
         if board is not None:
             assert board.sent == []
 
