@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ def test_missing_firmware_names_the_package_and_the_command(tmp_path: Path) -> N
 
 
 def test_missing_qemu_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sim.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(sim.SimulatorMissing) as info:
         sim.check_installed()
     assert "qemu-system-arm" in str(info.value)
@@ -28,7 +29,7 @@ def test_missing_qemu_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_connecting_to_sim_without_qemu_fails_with_that_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sim.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(sim.SimulatorMissing):
         Board("sim").connect()
 

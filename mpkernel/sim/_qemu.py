@@ -1,9 +1,5 @@
-"""The emulated board: Debian's MicroPython for the BBC micro:bit under QEMU, on a pty.
-
-`Simulator().start()` boots the real firmware with its UART on a pseudo-terminal that pyserial
-opens like a USB serial port, and a QEMU monitor socket for hard resets. The filesystem lives
-in emulated flash: it survives `hard_reset()` and is gone when QEMU exits.
-"""
+"""One QEMU process with the board's UART on a pty and a monitor socket: what every emulated
+board shares. A subclass says which command line to run (`_command`) and what is missing."""
 
 from __future__ import annotations
 
@@ -22,12 +18,11 @@ from pathlib import Path
 
 from mpkernel.errors import MpkernelError
 
-FIRMWARE_HEX = Path("/usr/share/firmware-microbit-micropython/firmware.hex")
-INSTALL_HINT = (
-    "Install them with: sudo apt-get install qemu-system-arm firmware-microbit-micropython "
-    "(Debian/Ubuntu), or connect a real board with %connect PORT."
-)
 _PTY_LINE = re.compile(rb"char device redirected to (/dev/pts/\d+)")
+
+
+class SimulatorMissing(MpkernelError):
+    """QEMU or an emulated board's firmware is not installed (or not built)."""
 
 
 def _die_with_parent() -> None:
@@ -45,41 +40,42 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-class SimulatorMissing(MpkernelError):
-    """QEMU or the micro:bit firmware is not installed."""
-
-
-def check_installed(firmware: Path = FIRMWARE_HEX) -> str:
-    """Return the qemu-system-arm path, or raise SimulatorMissing naming what to install."""
+def find_qemu(hint: str) -> str:
+    """The qemu-system-arm path, or SimulatorMissing with `hint` as the way out."""
     qemu = shutil.which("qemu-system-arm")
-    missing = []
     if qemu is None:
-        missing.append("qemu-system-arm (package qemu-system-arm)")
-    if not firmware.exists():
-        missing.append(f"the micro:bit firmware {firmware} (package firmware-microbit-micropython)")
-    if missing:
         raise SimulatorMissing(
-            "The emulated board cannot start: missing " + " and ".join(missing) + ".", INSTALL_HINT
+            "The emulated board cannot start: missing qemu-system-arm (package "
+            "qemu-system-arm).", hint,
         )
-    assert qemu is not None
     return qemu
 
 
-class Simulator:
-    """One QEMU micro:bit. Use as a context manager or call start()/stop()."""
+class QemuBoard:
+    """A QEMU-emulated board. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, firmware: Path = FIRMWARE_HEX) -> None:
-        self.firmware = Path(firmware)
+    #: short name in the registry (`mpkernel sim NAME`, `%connect sim:NAME`)
+    name = ""
+    #: how messages name it ("Connected to /dev/pts/3 (LABEL)")
+    label = "the emulated board"
+    hint = ""
+
+    def __init__(self) -> None:
         self.pty_path: str = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="mpkernel-sim-"))
         self.monitor_path = str(self._dir / "monitor.sock")
 
-    def start(self, timeout: float = 10.0) -> Simulator:
-        qemu = check_installed(self.firmware)
-        cmd = [
-            qemu, "-M", "microbit",
-            "-device", f"loader,file={self.firmware}",
+    def _command(self, qemu: str) -> list[str]:
+        """QEMU's arguments up to the serial and monitor options (which this class adds)."""
+        raise NotImplementedError
+
+    def _find_qemu(self) -> str:
+        return find_qemu(self.hint)
+
+    def start(self, timeout: float = 10.0) -> QemuBoard:
+        self._dir.mkdir(parents=True, exist_ok=True)  # stop() removed it
+        cmd = self._command(self._find_qemu()) + [
             "-nographic", "-serial", "pty",
             "-monitor", f"unix:{self.monitor_path},server,nowait",
         ]
@@ -108,13 +104,14 @@ class Simulator:
                 self.pty_path = found.group(1).decode()
                 break
             if self._proc.poll() is not None:
+                self.stop()
                 raise MpkernelError(
-                    f"QEMU exited at start: {seen.decode(errors='replace').strip()}", INSTALL_HINT
+                    f"QEMU exited at start: {seen.decode(errors='replace').strip()}", self.hint
                 )
             time.sleep(0.02)  # waiting on a child process's first line; nothing to read to yet
         else:
             self.stop()
-            raise MpkernelError("QEMU did not report its serial pty within {timeout:.0f} s")
+            raise MpkernelError(f"QEMU did not report its serial pty within {timeout:.0f} s")
         self._wait_for_monitor(deadline)
         return self
 
@@ -155,6 +152,11 @@ class Simulator:
                 pass
 
     @property
+    def pid(self) -> int | None:
+        """QEMU's process id while it runs (for measuring it)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -170,8 +172,12 @@ class Simulator:
         if proc is not None and proc.stdout is not None:
             proc.stdout.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+        self._stopped()
 
-    def __enter__(self) -> Simulator:
+    def _stopped(self) -> None:
+        """After QEMU ended: a subclass releases what it holds."""
+
+    def __enter__(self) -> QemuBoard:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
