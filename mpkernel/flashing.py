@@ -124,6 +124,12 @@ def run_flash(args: argparse.Namespace, io: FlashIO, *, board: Board | None,
 
 def _flash_drive(args: argparse.Namespace, io: FlashIO, board: Board | None,
                  board_for: Callable[[str], Board]) -> Flashed:
+    if args.erase:
+        # A drive copy replaces the firmware only; saying nothing would let the user believe
+        # the board's files were erased.
+        raise FlashError("--erase works on ESP chips only: a drive copy cannot erase the "
+                         "board's files. Nothing was written.",
+                         "Run it again without --erase; remove files with %rm afterwards.")
     image = fw.resolve(args.firmware, fetch=io.fetch, note=io.write)
     if image.suffix.lower() not in (".uf2", ".hex"):
         raise FlashError(f"{image.name} is not a drive-copy image (.uf2 or .hex). "

@@ -238,6 +238,14 @@ def test_a_drive_copy_releases_the_connected_board_and_reattaches_after(
                        "MicroPython v1.22.0 on /dev/ttyACM0.\n")
 
 
+def test_erase_is_refused_for_a_drive_copy_rather_than_silently_skipped(tmp_path, drive):
+    image = tmp_path / "microbit.hex"
+    image.write_text(":00000001FF\n")
+    with pytest.raises(flash_module.FlashError, match="--erase works on ESP chips only"):
+        run_magic(magic_ctx([]), f"{image} --erase --yes")
+    assert list(drive.iterdir()) == []
+
+
 def test_no_drive_mounted_is_explained_and_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.setattr(flash_module, "DRIVE_ROOTS", (tmp_path / "media",))
     monkeypatch.setattr(flash_module, "_lsblk", lambda: 'LABEL="OTHER" MOUNTPOINT="/mnt/x"\n')
