@@ -38,7 +38,7 @@ from mpkernel.rawrepl import PasteStalled, RawRepl, ResetDuringExec, find_reset
 
 if TYPE_CHECKING:
     from mpkernel.ports import PortIdentity
-    from mpkernel.sim import Simulator
+    from mpkernel.sim import QemuBoard
 
 Note = Callable[[str], None]
 
@@ -71,7 +71,7 @@ class Board:
         self.lister = lister
         self.reattach_wait = reattach_wait
         self.catch_timeout = catch_timeout
-        self.simulator: Simulator | None = None
+        self.simulator: QemuBoard | None = None
         self.identity: PortIdentity | None = None
         self.caps = Capabilities()
         self.link: Link | None = None
@@ -103,7 +103,7 @@ class Board:
     def summary(self) -> str:
         where = self.url if self.port == self.url else f"{self.url} ({self.port})"
         if self.simulator is not None:
-            where = f"{self.url} (the emulated micro:bit)"
+            where = f"{self.url} ({self.simulator.label})"
         fw = self.caps.firmware or "MicroPython " + ".".join(map(str, self.caps.version))
         if self.caps.machine and self.caps.machine not in fw:
             fw = f"{fw}; {self.caps.machine}"
@@ -471,13 +471,14 @@ class Board:
         return f"{text}\n{stopped}" if stopped else text
 
     def open_port(self) -> None:
-        """Open the port (starting the emulator for "sim") without talking to the board."""
+        """Open the port (starting the emulator for "sim" or "sim:NAME") without talking to
+        the board."""
         if self.connected:
             return
-        if self.port == "sim" and self.simulator is None:
-            from mpkernel.sim import Simulator
+        if (self.port == "sim" or self.port.startswith("sim:")) and self.simulator is None:
+            from mpkernel.sim import start_simulator
 
-            self.simulator = Simulator().start()
+            self.simulator = start_simulator(self.port.partition(":")[2])
             self.url = self.simulator.pty_path
         self._open()
 
