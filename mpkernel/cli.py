@@ -60,10 +60,25 @@ def cmd_kernel(rest: list[str]) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from mpkernel.sim import Simulator
+    from mpkernel.errors import MpkernelError
+    from mpkernel.sim import BOARDS, DEFAULT_BOARD, simulator_for
 
-    with Simulator() as sim:
-        print(f"The emulated micro:bit is on {sim.pty_path}", flush=True)
+    if args.build:
+        from mpkernel.sim.build import main as build_main
+
+        return build_main(["--force"] if args.force else [])
+    if args.list:
+        for key, cls in BOARDS.items():
+            default = "  (default)" if key == DEFAULT_BOARD else ""
+            print(f"{key:10} {cls.label}{default}   %connect sim:{key}")
+        return 0
+    try:
+        sim = simulator_for(args.name).start()
+    except MpkernelError as err:
+        print(f"mpkernel sim: {err.user_text()}", file=sys.stderr)
+        return 1
+    try:
+        print(f"{sim.label[0].upper()}{sim.label[1:]} is on {sim.pty_path}", flush=True)
         print(
             f"Use it with: %connect {sim.pty_path}   or   MPKERNEL_PORT={sim.pty_path}\n"
             f"Hard reset: echo system_reset | socat - UNIX-CONNECT:{sim.monitor_path}\n"
@@ -75,6 +90,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 sim.wait(1.0)
         except KeyboardInterrupt:
             print("\nStopped the emulated board.")
+    finally:
+        sim.stop()
     return 0
 
 
@@ -140,7 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--sys-prefix", action="store_true", help="in this environment")
     where.add_argument("--prefix", help="under this prefix")
     sub.add_parser("kernel", help="run the kernel (Jupyter starts this)", add_help=False)
-    sub.add_parser("sim", help="start the emulated micro:bit and print its port")
+    sim = sub.add_parser("sim", help="start an emulated board (the micro:bit unless named) "
+                         "and print its port")
+    sim.add_argument("name", nargs="?", default="", help="which board (--list shows them)")
+    sim.add_argument("--list", action="store_true", help="list the emulated boards")
+    sim.add_argument("--build", action="store_true",
+                     help="build the modern board's firmware (once; cached)")
+    sim.add_argument("--force", action="store_true", help="with --build: build again")
     sub.add_parser("ports", help="list serial ports and what they probably are")
     doctor = sub.add_parser("doctor", help="explain why a board does not answer")
     doctor.add_argument("port", nargs="?", help="the port (default: the one board found)")
