@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from harness.fixtures import (  # noqa: F401  (registered as sim, sim_fd, relay, rfc2217_relay)
+from harness.fixtures import (  # noqa: F401  (registered by their short names)
+    microbit_sim_fixture,
+    qemu_sim_fixture,
     relay_fixture,
     rfc2217_relay_fixture,
     sim_fd_fixture,

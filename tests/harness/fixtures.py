@@ -13,28 +13,44 @@ from collections.abc import Iterator
 
 import pytest
 
-from mpkernel.sim import Simulator, SimulatorMissing
+from mpkernel.sim import ModernBoard, QemuBoard, Simulator, SimulatorMissing
 
 from .relay import Relay, open_board
 
 
-@pytest.fixture(scope="session", name="sim")
-def sim_fixture() -> Iterator[Simulator]:
-    """One QEMU micro:bit for the whole session (boot is cheap, but its flash is shared)."""
+def _started(board: QemuBoard) -> Iterator[QemuBoard]:
     try:
-        simulator = Simulator().start()
+        board.start()
     except SimulatorMissing as exc:
         # A missing emulator is a broken set-up, not a reason to pass: the README's test
-        # command installs it.
+        # command installs (and builds) both boards.
         pytest.fail(str(exc.user_text()), pytrace=False)
     try:
-        yield simulator
+        yield board
     finally:
-        simulator.stop()
+        board.stop()
+
+
+@pytest.fixture(scope="session", name="microbit_sim")
+def microbit_sim_fixture() -> Iterator[QemuBoard]:
+    """One QEMU micro:bit for the whole session (boot is cheap, but its flash is shared)."""
+    yield from _started(Simulator())
+
+
+@pytest.fixture(scope="session", name="qemu_sim")
+def qemu_sim_fixture() -> Iterator[QemuBoard]:
+    """One modern board (MicroPython 1.25) for the session, on a fresh, empty flash file."""
+    yield from _started(ModernBoard(fresh=True))
+
+
+@pytest.fixture(scope="session", name="sim")
+def sim_fixture(microbit_sim: QemuBoard) -> QemuBoard:
+    """The emulated board the device tests run on."""
+    return microbit_sim
 
 
 @pytest.fixture(scope="session", name="sim_fd")
-def sim_fd_fixture(sim: Simulator) -> Iterator[int]:
+def sim_fd_fixture(sim: QemuBoard) -> Iterator[int]:
     """The board's pty, held for the session: QEMU talks to a new reader only after ~1 s."""
     fd = open_board(sim.pty_path)
     try:
@@ -43,7 +59,7 @@ def sim_fd_fixture(sim: Simulator) -> Iterator[int]:
         os.close(fd)
 
 
-def _relay(sim: Simulator, fd: int, front: str) -> Iterator[Relay]:
+def _relay(sim: QemuBoard, fd: int, front: str) -> Iterator[Relay]:
     relay = Relay(sim, front=front, board_fd=fd)
     try:
         assert relay.sync_board(timeout=8), "the emulated board did not answer at its prompt"
@@ -55,12 +71,12 @@ def _relay(sim: Simulator, fd: int, front: str) -> Iterator[Relay]:
 
 
 @pytest.fixture(name="relay")
-def relay_fixture(sim: Simulator, sim_fd: int) -> Iterator[Relay]:
+def relay_fixture(sim: QemuBoard, sim_fd: int) -> Iterator[Relay]:
     """The board at an idle friendly prompt behind a pty front (relay.url is a path)."""
     yield from _relay(sim, sim_fd, "pty")
 
 
 @pytest.fixture(name="rfc2217_relay")
-def rfc2217_relay_fixture(sim: Simulator, sim_fd: int) -> Iterator[Relay]:
+def rfc2217_relay_fixture(sim: QemuBoard, sim_fd: int) -> Iterator[Relay]:
     """The board behind an RFC 2217 front with DTR/RTS reset (relay.url is rfc2217://...)."""
     yield from _relay(sim, sim_fd, "rfc2217")
