@@ -1,7 +1,9 @@
 """Per-cell round trip and output latency of mpkernel, next to the floor and Jupyter's own cost.
 
-Run: `python bench/bench_roundtrip.py [--n 50]` (needs qemu-system-arm and the micro:bit
-firmware; one emulated board serves every measurement, so all figures share one device).
+Run: `python bench/bench_roundtrip.py [--n 50] [--boards microbit,qemu]` (needs the emulated
+boards: qemu-system-arm, the micro:bit firmware, and the modern board built by `.ci/bootstrap
+--test`). Each board's figures come from one emulated board shared by all its measurements;
+both boards are printed in one table.
 
 Round trip of a trivial cell, `print(1)`, and of a cell ending in an expression
 (`x = 6; x * 7`, shown as Out[n]), median and worst of N:
@@ -16,7 +18,7 @@ Round trip of a trivial cell, `print(1)`, and of a cell ending in an expression
 Target: (mpkernel - floor) / ipython <= 1.2, i.e. mpkernel adds next to nothing to Jupyter.
 
 Output latency (target <= 50 ms): how long after the board prints a line it arrives as a
-stream message. The board prints `utime.ticks_ms()` every 200 ms, so each line carries the
+stream message. The board prints `time.ticks_ms()` every 200 ms, so each line carries the
 board's own timestamp b_i. QEMU's clock runs in host real time, so arrival_i - b_i is a
 constant offset plus the delivery delay. The floor loop reads the raw bytes from the pty and
 gives the offset: C = min(arrival_i - b_i) (the raw pty adds well under a millisecond). Through
@@ -43,13 +45,13 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from mpkernel import cells
 from mpkernel.board import Board
-from mpkernel.sim import Simulator
+from mpkernel.sim import ModernBoard, QemuBoard, simulator_for
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 # A cell ending in an expression: the kernel rewrites it to show Out[n] (print(1) is the one
 # cell that rewrite leaves alone, so it alone would hide the rewrite's cost).
 EXPRESSION = "x = 6\nx * 7"
-STREAM_CELL = "import utime\nfor i in range({n}):\n print(utime.ticks_ms())\n utime.sleep_ms(200)"
+STREAM_CELL = "import time\nfor i in range({n}):\n print(time.ticks_ms())\n time.sleep_ms(200)"
 
 
 # -- the floor: a bare raw-REPL loop --------------------------------------------------------
@@ -92,8 +94,14 @@ def floor_stream(pty: str, lines: int) -> tuple[float, float]:
     offsets = []
     try:
         port.write(STREAM_CELL.format(n=lines).encode() + b"\x04")
-        read_until(port, b"OK")
+        # The first lines may arrive in the same read as the OK: keep what follows it.
         buf = b""
+        deadline = time.monotonic() + 5
+        while b"OK" not in buf:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no OK from the board, got {buf[-80:]!r}")
+            buf += port.read(max(1, port.in_waiting))
+        buf = buf.split(b"OK", 1)[1]
         while len(offsets) < lines:
             chunk = port.read(max(1, port.in_waiting))
             now = time.monotonic() * 1000
@@ -102,7 +110,8 @@ def floor_stream(pty: str, lines: int) -> tuple[float, float]:
                 line, buf = buf.split(b"\r\n", 1)
                 if line.strip().isdigit():
                     offsets.append(now - int(line))
-        read_until(port, b"\x04>")
+        if b"\x04>" not in buf:
+            read_until(port, b"\x04>")
     finally:
         port.write(b"\x02")
         port.close()
@@ -198,45 +207,65 @@ def write_spec(root: Path, port: str) -> None:
 
 
 def ms(values: list[float]) -> str:
-    q = statistics.quantiles(values, n=10) if len(values) >= 10 else [max(values)] * 9
-    return (f"median {statistics.median(values) * 1000:7.2f} ms   p90 {q[-1] * 1000:6.2f}"
-            f"   worst {max(values) * 1000:7.2f}")
+    return f"{statistics.median(values) * 1000:7.2f} / {max(values) * 1000:7.2f}"
+
+
+def fresh_board(name: str) -> QemuBoard:
+    """A not yet started emulated board; the modern one on its own empty flash file, so the
+    bench neither touches the user's files nor waits for another QEMU holding them."""
+    return ModernBoard(fresh=True) if name == ModernBoard.name else simulator_for(name)
+
+
+def measure(board_name: str, args: argparse.Namespace, root: Path) -> dict[str, object]:
+    """Every figure for one emulated board; the floor and the kernel share its one pty."""
+    got: dict[str, object] = {}
+    with fresh_board(board_name) as sim:
+        pty = sim.pty_path
+        got["floor"] = floor_roundtrip(pty, args.n)
+        offset_before = floor_stream(pty, args.lines)
+
+        board = Board(pty)
+        got["firmware"] = board.connect().splitlines()[0]
+        got["direct"] = board_roundtrip(board, "print(1)", args.n)
+        # What the kernel actually sends: the cell rewritten to show a trailing expression.
+        expression = cells.show_trailing_expression(EXPRESSION)[0]
+        got["expression_bytes"] = len(expression)
+        got["direct_expr"] = board_roundtrip(board, expression, args.n)
+        board.close()
+
+        spec_root = root / board_name
+        write_spec(spec_root, pty)
+        env = {"IPYTHONDIR": str(root / "ipython")}
+        km, kc = start_kernel("mpkernel-bench", spec_root, env)
+        try:
+            run_cell(kc, "x = 1", timeout=60)  # connects to the board
+            got["mpk"] = kernel_roundtrip(kc, args.n)
+            got["mpk_expr"] = kernel_roundtrip(kc, args.n, EXPRESSION)
+            raw_delays = kernel_stream_delays(kc, args.lines)
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+        offset_after = floor_stream(pty, args.lines)
+    # The board's clock drifts slightly against the host's: take the offset at each line's
+    # arrival by interpolating between the floor runs before and after the kernel's.
+    (c0, t0), (c1, t1) = offset_before, offset_after
+    got["delays"] = [d - (c0 + (c1 - c0) * (at - t0) / (t1 - t0)) for at, d in raw_delays]
+    got["drift"] = c1 - c0
+    return got
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50, help="cells per measurement")
     parser.add_argument("--lines", type=int, default=10, help="lines in the stream test")
+    parser.add_argument("--boards", default="microbit,qemu",
+                        help="emulated boards to measure, comma-separated (default both)")
     args = parser.parse_args()
+    names = [name for name in args.boards.split(",") if name]
 
-    with Simulator() as sim, tempfile.TemporaryDirectory() as tmp:
-        pty = sim.pty_path
-        floor = floor_roundtrip(pty, args.n)
-        offset_before = floor_stream(pty, args.lines)
-
-        board = Board(pty)
-        board.connect()
-        direct = board_roundtrip(board, "print(1)", args.n)
-        # What the kernel actually sends: the cell rewritten to show a trailing expression.
-        rewritten = cells.show_trailing_expression("print(1)")[0]
-        direct_rewritten = board_roundtrip(board, rewritten, args.n)
-        expression = cells.show_trailing_expression(EXPRESSION)[0]
-        direct_expression = board_roundtrip(board, expression, args.n)
-        board.close()
-
+    with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_spec(root, pty)
-        km, kc = start_kernel("mpkernel-bench", root, {"IPYTHONDIR": str(root / "ipython")})
-        try:
-            run_cell(kc, "x = 1", timeout=60)  # connects to the board
-            mpk = kernel_roundtrip(kc, args.n)
-            mpk_expr = kernel_roundtrip(kc, args.n, EXPRESSION)
-            raw_delays = kernel_stream_delays(kc, args.lines)
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=False)
-        offset_after = floor_stream(pty, args.lines)
-
+        results = {name: measure(name, args, root) for name in names}
         km, kc = start_kernel("python3", None, {"IPYTHONDIR": str(root / "ipython")})
         try:
             ipy = kernel_roundtrip(kc, args.n)
@@ -245,39 +274,39 @@ def main() -> int:
             kc.stop_channels()
             km.shutdown_kernel(now=False)
 
-    m_floor, m_mpk, m_ipy = (statistics.median(v) for v in (floor, mpk, ipy))
-    ratio = (m_mpk - m_floor) / m_ipy
-    print(f"print(1) round trip, N={args.n} (emulated micro:bit, MicroPython 1.9.2)")
-    print(f"  floor (raw REPL, pyserial)   {ms(floor)}")
-    print(f"  Board.exec (in process)      {ms(direct)}")
-    print(f"  Board.exec, kernel's rewrite {ms(direct_rewritten)}"
-          f"   ({len(rewritten)} bytes sent instead of 8)")
-    print(f"  mpkernel (kernel process)    {ms(mpk)}")
-    print(f"  ipykernel python3            {ms(ipy)}")
-    print(f"  (mpkernel - floor) / ipython = {ratio:.2f}   target <= 1.2: "
-          f"{'met' if ratio <= 1.2 else 'NOT met'}")
-    m_expr, m_ipy_expr = statistics.median(mpk_expr), statistics.median(ipy_expr)
-    ratio_expr = (m_expr - m_floor) / m_ipy_expr
-    print(f"\n{EXPRESSION!r} round trip (shown as Out[n]), N={args.n}")
-    print(f"  Board.exec, kernel's rewrite {ms(direct_expression)}"
-          f"   ({len(expression)} bytes sent)")
-    print(f"  mpkernel (kernel process)    {ms(mpk_expr)}")
-    print(f"  ipykernel python3            {ms(ipy_expr)}")
-    print(f"  (mpkernel - floor) / ipython = {ratio_expr:.2f}   target <= 1.2: "
-          f"{'met' if ratio_expr <= 1.2 else 'NOT met'}")
-    # The board's clock drifts slightly against the host's: take the offset at each line's
-    # arrival by interpolating between the floor runs before and after the kernel's.
-    (c0, t0), (c1, t1) = offset_before, offset_after
-    delays = [d - (c0 + (c1 - c0) * (at - t0) / (t1 - t0)) for at, d in raw_delays]
-    drift = c1 - c0
-    print(f"\nline printed on the board -> stream message at the client, {len(delays)} lines")
-    print(f"  median {statistics.median(delays):6.1f} ms   max {max(delays):6.1f} ms"
-          f"   (board clock drifted {drift:+.1f} ms against the host's over the run; "
-          "corrected linearly)")
-    worst = max(delays) + abs(drift)
-    print(f"  target <= 50 ms: {'met' if worst <= 50 else 'NOT met'} (even adding the whole "
-          f"drift: {worst:.1f} ms)")
-    return 0
+    print(f"Round trip, N={args.n}, milliseconds, median / worst")
+    for name in names:
+        print(f"  {name}: {results[name]['firmware']}")
+    header = f"  {'':34}" + "".join(f"{name:>20}" for name in names) + f"{'ipykernel':>20}"
+    print(header)
+    rows = [
+        ("print(1): floor (raw REPL, pyserial)", "floor", None),
+        ("print(1): Board.exec in process", "direct", None),
+        ("print(1): mpkernel kernel", "mpk", ipy),
+        (f"{EXPRESSION!r}: Board.exec", "direct_expr", None),
+        (f"{EXPRESSION!r}: mpkernel kernel", "mpk_expr", ipy_expr),
+    ]
+    for title, key, peer in rows:
+        line = f"  {title:34}" + "".join(f"{ms(results[n][key]):>20}" for n in names)
+        print(line + (f"{ms(peer):>20}" if peer else ""))
+    print("\n(mpkernel - floor) / ipykernel, target <= 1.2:")
+    met = True
+    for name in names:
+        m_floor = statistics.median(results[name]["floor"])
+        for label, key, peer in (("print(1)", "mpk", ipy), ("expression", "mpk_expr", ipy_expr)):
+            ratio = (statistics.median(results[name][key]) - m_floor) / statistics.median(peer)
+            met = met and ratio <= 1.2
+            print(f"  {name:10} {label:11} {ratio:5.2f}  {'met' if ratio <= 1.2 else 'NOT met'}")
+    print("\nline printed on the board -> stream message at the client (target <= 50 ms):")
+    for name in names:
+        delays, drift = results[name]["delays"], results[name]["drift"]
+        worst = max(delays) + abs(drift)
+        met = met and worst <= 50
+        print(f"  {name:10} {len(delays)} lines: median {statistics.median(delays):6.1f} ms, "
+              f"worst {max(delays):6.1f} ms (board clock drift {drift:+.1f} ms, corrected "
+              f"linearly; worst plus the whole drift {worst:.1f} ms: "
+              f"{'met' if worst <= 50 else 'NOT met'})")
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
