@@ -284,10 +284,11 @@ def test_stdin_buffer_carries_all_256_byte_values_with_kbd_intr_off(console: Con
     console.read_until(b"raw REPL; CTRL-B to exit\r\n>")
     console.write(
         b"import micropython, sys, hashlib, binascii\nmicropython.kbd_intr(-1)\n"
-        b"d = sys.stdin.buffer.read(%d)\nmicropython.kbd_intr(3)\n"
+        b"print('ready')\nd = sys.stdin.buffer.read(%d)\nmicropython.kbd_intr(3)\n"
         b"print(binascii.hexlify(hashlib.sha256(d).digest()).decode())\n\x04" % len(data)
     )
-    console.read_until(b"OK")
+    # Until kbd_intr(-1) has run, a 0x03 in the data is still Ctrl-C: send after it did.
+    console.read_until(b"OKready\r\n")
     console.write(data)
     out = console.read_until(b"\x04>", timeout=5)
     assert out == hashlib.sha256(data).hexdigest().encode() + b"\r\n\x04\x04>"
