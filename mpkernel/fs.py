@@ -1,22 +1,29 @@
-"""Files on the board: listing, reading, writing (verified, atomic), removing, free space.
+"""Files on the board: listing, reading (verified), writing (verified, atomic), removing, free
+space.
 
 `FileSystem(board)` reads once per connection what the firmware offers and picks methods
 from that (see fs_transfer for how bytes move). Every upload goes to a name nobody uses,
-is checked against the host's digest on the board, and only then replaces the old file.
+is checked against the host's digest on the board, and only then replaces the old file;
+every download is checked against a digest the board computes of its own copy.
 
-Atomic replace without os.rename (the micro:bit): a new file is written under its own name
-with a journal (`.mpkj`) saying "writing NAME", removed once the file is verified, so a reset
-or power loss mid-way is undone at the next operation. Replacing an existing file writes
-NAME.mpk~ first (the old file untouched), verifies it, then a board program records
-"copying" in the journal, checks by writing a probe file that the copy will fit, removes the
-old file, copies, verifies and removes the temporary. Interrupted in that last window, the
-next operation finishes the copy from the verified temporary. The price: replacing a file
-needs room for two copies of it on a filesystem of ~15 KB; when it does not fit, the old
-file is kept and the error says how much room was needed and free.
+A file operation either completes, verified, or leaves every file as it was. The journal
+(`.mpkj`, one line of state, then names) records each step after which a reset or a pulled
+cable would otherwise leave a mix, and the next file command (`recover`) finishes or undoes
+it. Recovery only ever deletes a temporary when the old file is still whole:
 
-Room is checked before writing, from the file sizes and the filesystem's chunk layout, not
+- "w NAME": NAME is being written in place (a new file, no os.rename): undone (removed).
+- "c TEMP DEST DIGEST" (no os.rename, the micro:bit): the old DEST is being removed and TEMP,
+  verified, copied over it: finished from TEMP.
+- "r TEMP DEST DIGEST" (os.rename that cannot rename onto an existing name, FAT): DEST is
+  being removed before TEMP is renamed to it: finished by the rename. Where rename replaces
+  atomically (littlefs), no journal is needed at all.
+
+A replace on the micro:bit therefore needs room for both copies at its peak (the old file and
+the temporary while uploading, the temporary and the copy while copying). Room is checked for
+that peak before writing a byte, from the file sizes and the filesystem's chunk layout, not
 by writing until ENOSPC: measured on the emulated micro:bit (v1.9.2), a write that runs out
-of free chunks after a deletion can overwrite another file's chunks instead of failing.
+of chunks can overwrite another file's chunks instead of failing (issue 13: a replace that
+did not fit cut a 5,000-byte neighbour down to 1,220 bytes).
 """
 
 from __future__ import annotations
@@ -95,6 +102,34 @@ class PutResult:
                 f"{self.digest[:16]} matches." + (f" {self.note}" if self.note else ""))
 
 
+@dataclass
+class GetResult:
+    path: str
+    data: bytes
+    seconds: float
+    digest: str  # computed on the board, of its copy; the download matched it
+    digest_kind: str
+    method: str
+    retries: int = 0  # downloads that did not match and were fetched again
+
+    def summary(self, saved_as: str) -> str:
+        """What was saved and what was checked (the size and the board's checksum)."""
+        size = len(self.data)
+        rate = size / self.seconds if self.seconds > 0 else 0.0
+        again = (f" (fetched again after {self.retries} download{'s' * (self.retries > 1)} "
+                 "that did not match)" if self.retries else "")
+        return (f"Saved {saved_as} ({size} bytes) in {self.seconds:.2f} s "
+                f"({rate / 1024:.1f} KB/s){again}; verified: the size the board lists and "
+                f"the board's {self.digest_kind} {self.digest[:16]} of {self.path} match.")
+
+
+@dataclass(frozen=True)
+class DfResult:
+    total: int | None
+    free: int
+    how: str  # how the figures were obtained, in words
+
+
 _FS_PROBE = """def __mpk_fp():
  r=[0,0]
  try:
@@ -124,6 +159,10 @@ _RECOVER_SCAN = _OS + """def __mpk_rs():
 __mpk_rs()
 del __mpk_rs
 """
+
+
+_STOPPED = {Interrupted: "was interrupted", BoardReset: "was cut short by a board reset",
+            LinkLost: "lost the connection"}
 
 
 class FileSystem:
@@ -157,23 +196,37 @@ class FileSystem:
             self.board.note(text + "\n")
 
     def recover(self) -> str:
-        """Undo or finish what an interrupted upload left (journal, temporaries); say what."""
+        """Finish or undo what an interrupted operation left (journal, temporaries); say what.
+
+        Never deletes the only complete copy of a file: a temporary named by a "c" or "r"
+        journal is put in place, or kept when that cannot be done.
+        """
         journal, strays = ast.literal_eval(
             self.board.exec(_RECOVER_SCAN, interruptible=False).strip())
         said = []
         keep = set()
-        if journal:
-            lines = journal.split("\n")
-            if lines[0] == "c" and len(lines) >= 4:
-                temp, dest, want = lines[1:4]
+        if journal is not None:  # "" too: a journal created but never written
+            state, *names = journal.split("\n")
+            # A journal is written whole before the step it guards: one cut short (no final
+            # newline) guarded nothing yet, so the files it names are as they were.
+            whole = journal.endswith("\n")
+            if state in ("c", "r") and whole and len(names) == 4:
+                temp, dest, want = names[:3]
                 keep.add(temp)
-                res = self._run_replace(temp, dest, want)
-                said.append(f"Finished replacing {dest} from its verified upload ({res}).")
-            elif lines[0] == "w" and len(lines) >= 2:
-                self._remove_quiet([lines[1], ".mpkj"])
-                said.append(f"Removed the half-written {lines[1]} of an interrupted upload.")
+                res = self._place(temp, dest, want, rename=state == "r")
+                if res == "ok":
+                    said.append(f"Finished replacing {dest} with its verified new version "
+                                "(an earlier replace was cut short).")
+                elif res in ("bad", "copybad"):
+                    said.append(f"An earlier replace of {dest} was cut short and could not be "
+                                f"finished ({res}); its new version is kept as {temp}.")
+                else:
+                    self._remove_quiet([codec.JOURNAL])
+            elif state == "w" and whole and len(names) == 2 and names[0]:
+                self._remove_quiet([names[0], codec.JOURNAL])
+                said.append(f"Removed the half-written {names[0]} of an interrupted upload.")
             else:
-                self._remove_quiet([".mpkj"])
+                self._remove_quiet([codec.JOURNAL])
         strays = [s for s in strays if s not in keep]
         if strays:
             self._remove_quiet(strays)
@@ -187,11 +240,14 @@ class FileSystem:
             _OS + f"for __p in {paths!r}:\n try:\n  os.remove(__p)\n except OSError:\n  pass\n"
             + forget + "del __p", interruptible=False)
 
-    def _run_replace(self, temp: str, dest: str, want: str) -> str:
-        check, copy = transfer.replace_programs(temp, dest, want)
-        out = self.board.exec(check, interruptible=False).strip()
-        if out.endswith("go"):
-            out = self.board.exec(copy, interruptible=False).strip()
+    def _place(self, temp: str, dest: str, want: str, *, rename: bool) -> str:
+        """Put the verified `temp` in place of `dest` (fs_transfer.replace_programs); the
+        board's one word for how it went."""
+        out = ""
+        for program in transfer.replace_programs(temp, dest, want, rename=rename):
+            out = self.board.exec(program, timeout=60, interruptible=False).strip()
+            if not out.endswith("go"):
+                break
         return out.splitlines()[-1] if out else "?"
 
     # -- reading ----------------------------------------------------------------------------
@@ -233,16 +289,50 @@ del __mpk_ls
         return sorted(entries, key=lambda e: e.path)
 
     def get(self, remote: str, progress: Progress | None = None) -> bytes:
+        """The file's bytes, verified against the board's own checksum (see fetch)."""
+        return self.fetch(remote, progress).data
+
+    def fetch(self, remote: str, progress: Progress | None = None, *,
+              size: int | None = None) -> GetResult:
+        """Download a file and check it against what the board says of its copy: its size
+        (as %ls lists it) and its checksum computed on the board. A download that does not
+        match is fetched once more, then refused; nothing unverified is returned."""
+        import time
+
         info = self.info()
         path = codec.check_path(remote, flat=info.flat)
-        size = self.size(path)
-        try:
-            if info.stream:
-                return transfer.stream_download(self.board, path, size=size, progress=progress)
-            return transfer.exec_download(self.board, path, size=size, chunk=512,
-                                          binascii=self.board.caps.binascii, progress=progress)
-        except DeviceError as err:
-            raise self._explain(err, path) from None
+        started = time.monotonic()
+        if size is None:
+            size = self.size(path)
+        kind = "SHA-256" if info.digest == "sha256" else "Adler-32"
+        method = "stream" if info.stream else "exec"
+        for attempt in range(2):
+            try:
+                if info.stream:
+                    data = transfer.stream_download(self.board, path, size=size,
+                                                    progress=progress)
+                else:
+                    # repr of binary bytes is up to 4x their size, printed from the
+                    # board's RAM: smaller chunks where there is no base64.
+                    chunk = 512 if self.board.caps.binascii else 192
+                    data = transfer.exec_download(self.board, path, size=size, chunk=chunk,
+                                                  binascii=self.board.caps.binascii,
+                                                  progress=progress)
+            except DeviceError as err:
+                raise self._explain(err, path) from None
+            board_digest = self.digests([path]).get(path)
+            if board_digest is None:
+                raise FileNotFound(f"{path} vanished from the board during the download.",
+                                   "%ls lists the files.")
+            host_digest = codec.digest(data, info.digest)
+            if len(data) == size and host_digest == board_digest:
+                return GetResult(path, data, time.monotonic() - started, board_digest, kind,
+                                 method, attempt)
+        raise FileError(
+            f"The download of {path} did not match the board's copy twice: received "
+            f"{len(data)} bytes (the board lists {size}), {kind} {host_digest[:16]} (the "
+            f"board's: {board_digest[:16]}). Nothing was saved.",
+            "Run the command again; check the cable if it repeats.")
 
     def size(self, path: str) -> int:
         info = self.info()
@@ -275,18 +365,25 @@ del __mpk_ls
                 result[name] = None if value == "None" else value
         return result
 
-    def df(self) -> tuple[int | None, int]:
-        """(total, free) bytes: from statvfs, else estimated from the micro:bit filesystem's
-        layout (never by filling it: on this firmware a full filesystem can overwrite
-        another file's chunks instead of raising ENOSPC)."""
+    def df(self) -> DfResult:
+        """Total and free bytes, and how they were obtained: the firmware's os.statvfs, else
+        counted from the file sizes and the micro:bit filesystem's chunk layout (never by
+        filling it: on this firmware a full filesystem can overwrite another file's chunks
+        instead of raising ENOSPC)."""
         if self.board.caps.statvfs:
             out = self.board.exec(_OS + "__v=os.statvfs('/')\nprint(__v[0]*__v[2],__v[0]*__v[4])"
                                   "\ndel __v")
             total, free = (int(x) for x in out.split())
-            return total, free
-        used = self._used_chunks()
+            return DfResult(total, free, "as the board's os.statvfs reports")
+        sizes = self._flat_sizes()
+        used = self._used_chunks(sizes)
         total = codec.MICROBIT_CHUNKS * codec.CHUNK_DATA
-        return total, max(0, (codec.MICROBIT_CHUNKS - used) * codec.CHUNK_DATA)
+        free = max(0, (codec.MICROBIT_CHUNKS - used) * codec.CHUNK_DATA)
+        files = len(sizes)
+        return DfResult(total, free, (
+            f"counted from the sizes of the {files} file{'s' * (files != 1)} on the board "
+            f"(this filesystem has {codec.MICROBIT_CHUNKS} blocks of {codec.CHUNK_DATA} bytes; "
+            "a file takes whole blocks, its name included)"))
 
     def _flat_sizes(self) -> dict[str, int]:
         """Every file's size on a flat filesystem, in one exec.
@@ -304,17 +401,41 @@ del __mpk_ls
         sizes = self._flat_sizes() if sizes is None else sizes
         return sum(codec.chunks_for(n, size) for n, size in sizes.items())
 
-    def _check_room(self, path: str, size: int, sizes: dict[str, int]) -> None:
-        """Refuse an upload the flat filesystem cannot hold before writing a byte (see df)."""
-        used = self._used_chunks(sizes)
-        old = sizes.get(path)
-        need = codec.chunks_for(codec.temp_name(path) if old is not None else path, size) + 1
-        free = codec.MICROBIT_CHUNKS - used - codec.SAFETY_CHUNKS
-        if need > free:
-            raise self._full(path, size, max(0, free * codec.CHUNK_DATA), replacing=old is not None)
+    def _check_room(self, path: str, size: int, sizes: dict[str, int], *,
+                    source: str | None = None) -> None:
+        """Refuse, before writing a byte, an upload (or a move of `source` to `path`) whose
+        peak the flat filesystem cannot hold (see the module docstring).
+
+        The peak of a replace is the temporary plus the larger of the old file (while
+        uploading) and the copy (while copying), plus the journal; a new file or a move
+        needs the file (or copy) and the journal. Measured on the emulated board: after
+        deletions the filesystem could hold 2 chunks fewer than the sizes suggest (the
+        chunks it cannot yet reuse), hence SAFETY_CHUNKS."""
+        others = {n: s for n, s in sizes.items() if n != path}
+        new = codec.chunks_for(path, size)
+        journal = 1
+        if source is None and path in sizes:
+            old = codec.chunks_for(path, sizes[path])
+            peak = codec.chunks_for(codec.temp_name(path), size) + max(old, new) + journal
+        else:
+            peak = new + journal
+        room = codec.MICROBIT_CHUNKS - self._used_chunks(others) - codec.SAFETY_CHUNKS
+        if peak > room:
+            free = max(0, codec.MICROBIT_CHUNKS - self._used_chunks(sizes)) * codec.CHUNK_DATA
+            raise self._full(path, size, free, replacing=source is None and path in sizes,
+                             moving=source)
 
     # -- changing ---------------------------------------------------------------------------
     def rm(self, remote: str, recursive: bool = False) -> list[str]:
+        """Remove a file (or a folder with `recursive`); the paths removed, as the board
+        printed them."""
+        try:
+            return self._rm(remote, recursive)
+        except BaseException:
+            self._checked_link = None
+            raise
+
+    def _rm(self, remote: str, recursive: bool) -> list[str]:
         info = self.info()
         path = codec.check_path(remote, flat=info.flat)
         kind = self.kind(path)
@@ -337,10 +458,29 @@ del __mpk_ls
 __mpk_rm({path!r})
 del __mpk_rm
 """
+        if self.board.interrupt_requested:
+            raise Interrupted(f"Interrupted before {path} was removed; it is unchanged.")
         try:
-            return self.board.exec(program).split()
+            # Not interruptible once sent: a removal takes milliseconds, and an interrupt in
+            # the middle would leave the user guessing which files went.
+            return self.board.exec(program, interruptible=False).split()
         except DeviceError as err:
-            raise self._explain(err, path) from None
+            if err.ename != "KeyboardInterrupt":
+                raise self._explain(err, path) from None
+            cut: MpkernelError = Interrupted("interrupted")
+        except (BoardReset, LinkLost) as err:
+            cut = err
+        # Stopped mid-way: say what the board holds now, if it answers.
+        try:
+            still = self.kind(path) is not None
+        except MpkernelError:
+            raise LinkLost(f"The connection was lost while removing {path}; %ls shows whether "
+                           "it was removed once the board is back.", cut.hint) from None
+        if not still:
+            return [path]
+        raise type(cut)(f"{path} was not removed (the removal "
+                        f"{_STOPPED.get(type(cut), 'failed')}); it is still there.",
+                        cut.hint) from None
 
     def mkdir(self, remote: str) -> None:
         info = self.info()
@@ -353,6 +493,36 @@ del __mpk_rm
         except DeviceError as err:
             raise self._explain(err, remote) from None
 
+    def move(self, source: str, dest: str) -> str:
+        """Rename a file on the board through the one copy-and-rename routine (_place), with
+        room checked first where it copies; refuses to overwrite `dest`. Returns a sentence
+        saying what was done."""
+        try:
+            return self._move(source, dest)
+        except BaseException:
+            self._checked_link = None
+            raise
+
+    def _move(self, source: str, dest: str) -> str:
+        info = self.info()
+        source = codec.check_path(source, flat=info.flat)
+        dest = codec.check_path(dest, flat=info.flat)
+        if self.kind(dest) is not None:
+            raise FileError(f"There is already a {dest} on the board; {source} was not renamed.",
+                            f"Remove or rename {dest} first.")
+        size = self.size(source)
+        if info.flat and not self.board.caps.statvfs and not info.rename:
+            self._check_room(dest, size, self._flat_sizes(), source=source)
+        want = self.digests([source]).get(source)
+        if want is None:
+            raise FileNotFound(f"There is no {source} on the board.", "%ls lists the files.")
+        res = self._place(source, dest, want, rename=info.rename)
+        if res != "ok":
+            raise FileError(f"Renaming {source} to {dest} failed on the board ({res}); "
+                            f"{source} is unchanged.")
+        how = "renamed" if info.rename else "copied, verified, then removed the original"
+        return f"Renamed {source} to {dest} ({size} bytes; {how})."
+
     def rm_quiet(self, path: str) -> None:
         """Remove a file if it exists, even after an interrupt (clean-up steps)."""
         self._remove_quiet([path])
@@ -361,7 +531,29 @@ del __mpk_rm
             *, scratch: bool = False) -> PutResult:
         """Write `data` to `remote`: verified on the board, replacing the old file only when
         the new one is complete. Raises a FileError/MpkernelError that says what happened
-        and what was left on the board (the old file, untouched)."""
+        and what was left on the board."""
+        try:
+            return self._put(data, remote, progress, scratch)
+        except BaseException:
+            # Whatever stopped it, the next file command looks for a journal or temporary
+            # first (the board may have reset without the link noticing).
+            self._checked_link = None
+            raise
+
+    def _put(self, data: bytes, remote: str, progress: Progress | None,
+             scratch: bool) -> PutResult:
+        try:
+            return self._put_steps(data, remote, progress, scratch)
+        except (Interrupted, BoardReset, LinkLost) as err:
+            if str(err).startswith(("The upload of", "Upload of", "The new ")):
+                raise
+            # Stopped before the upload began (while looking at the board's files).
+            raise type(err)(f"The upload of {remote} {_STOPPED.get(type(err), 'failed')} "
+                            f"before anything was written; every file is as it was.\n{err}",
+                            err.hint) from None
+
+    def _put_steps(self, data: bytes, remote: str, progress: Progress | None,
+                   scratch: bool) -> PutResult:
         import time
 
         info = self.info()
@@ -378,7 +570,7 @@ del __mpk_rm
             if not self.board.caps.statvfs:
                 self._check_room(path, len(data), sizes)
         else:
-            kind = self.kind(path)
+            kind = self._kind_and_room(path, len(data))
         if kind == "dir":
             raise IsADirectory(f"{path} is a folder on the board, not a file.",
                                f"Give a file name inside it, e.g. {path}/name.")
@@ -393,9 +585,15 @@ del __mpk_rm
         except transfer.UploadFailed as err:
             raise self._upload_failed(err, path, target, len(data), kind is not None) from None
         except (Interrupted, BoardReset, LinkLost) as err:
-            self._cleanup(target, str(err))
-            raise self._stopped(err, path, kind is not None) from None
+            cleaned = self._cleanup(target, str(err))
+            raise self._stopped(err, path, kind is not None, cleaned) from None
         except DeviceError as err:
+            if err.ename == "NameError" and "__mpk_" in err.evalue:
+                # The upload's helper functions vanished between two of its execs: the board
+                # reset there (its reboot went by unseen between two programs).
+                cut = BoardReset("The board reset between two steps of the upload.")
+                raise self._stopped(cut, path, kind is not None,
+                                    self._cleanup(target, "reset")) from None
             # The board's own error (a name it rejects, a read-only or full filesystem) or its
             # RAM: either way the partial file, the journal and the helpers go first.
             self._cleanup(target, err.ename)
@@ -405,30 +603,76 @@ del __mpk_rm
             raise FileError(f"The board ran out of RAM while writing {path}; {kept}.",
                             _FREE_RAM) from None
         if target != path:
-            if info.rename:
-                self.board.exec(_OS + f"try:\n os.remove({path!r})\nexcept OSError:\n pass\n"
-                                f"os.rename({target!r},{path!r})", interruptible=False)
-            else:
-                try:
-                    res = self._run_replace(target, path, want)
-                except DeviceError as err:
-                    if err.ename != "MemoryError":
-                        raise
-                    # Nothing to clean up here: the journal lets the next file command finish
-                    # the replacement or undo it (see the module's docstring).
-                    self._checked_link = None
-                    raise FileError(
-                        f"The board ran out of RAM while putting the new {path} in place; the "
-                        "next file command finishes it (you will have the old file or the new "
-                        "one, never a mix).", _FREE_RAM) from None
-                if res == "full":
-                    raise self._full(path, len(data), None, replacing=True)
-                if res != "ok":
-                    raise FileError(f"Replacing {path} failed on the board ({res}).",
-                                    "Run the command again; the next operation repairs it.")
+            report.note = " ".join(x for x in (report.note, self._put_in_place(
+                target, path, want, info, existed=kind is not None)) if x)
         return PutResult(path, len(data), time.monotonic() - started, report.digest,
                          "SHA-256" if info.digest == "sha256" else "Adler-32", report.method,
                          report.resends, report.note)
+
+    def _put_in_place(self, temp: str, path: str, want: str, info: FsInfo, *,
+                      existed: bool) -> str:
+        """Replace `path` with the verified `temp`; return a note when that took a second
+        try. An interrupt or reset in the middle is finished at once from the journal where
+        the board still answers (see recover)."""
+        try:
+            res = self._place(temp, path, want, rename=info.rename)
+            note = ""
+        except MpkernelError as err:
+            cut = ("an interrupt" if isinstance(err, Interrupted) or (
+                isinstance(err, DeviceError) and err.ename == "KeyboardInterrupt")
+                else "the board running out of RAM" if isinstance(err, DeviceError)
+                and err.ename == "MemoryError" else "a board reset"
+                if isinstance(err, BoardReset) else "the lost connection"
+                if isinstance(err, LinkLost) else f"an error ({err})")
+            try:
+                self.recover()
+                done = self.digests([path]).get(path) == want
+            except MpkernelError:
+                done = False
+            if not done:
+                old = f"the old {path}" if existed else f"no {path}"
+                raise FileError(
+                    f"The new {path} was uploaded and verified, but putting it in place was "
+                    f"cut short by {cut}. The next file command finishes it or keeps {old} "
+                    "(never a mix).", _FREE_RAM if "RAM" in cut else
+                    "Run any file command (e.g. %ls) once the board answers.") from None
+            res, note = "ok", (f"(Putting it in place was cut short by {cut} and finished "
+                               "from the verified copy.)")
+        if res == "copybad":
+            raise FileError(
+                f"Copying the verified new {path} into place did not verify on the board; "
+                f"the new version is kept as {temp} and the next file command retries.",
+                "If this repeats, the board's filesystem may be damaged: %ls, %df.")
+        if res != "ok":
+            raise FileError(f"Replacing {path} failed on the board ({res}); "
+                            f"{'the old file is unchanged' if existed else 'nothing was left'}.",
+                            "Run the command again.")
+        return note
+
+    def _kind_and_room(self, path: str, size: int) -> str | None:
+        """'file', 'dir' or None, and on a statvfs filesystem refuse an upload that cannot
+        fit: the temporary sits beside the old file until the rename."""
+        out = self.board.exec(_OS + f"""def __mpk_kr(p):
+ try:
+  k=os.stat(p)[0]&0x4000 and 'dir' or 'file'
+ except OSError:
+  k=None
+ try:
+  v=os.statvfs('/');f=(v[0],v[4])
+ except Exception:
+  f=None
+ print(repr((k,f)))
+__mpk_kr({path!r})
+del __mpk_kr
+""")
+        kind, free = ast.literal_eval(out.strip().splitlines()[-1])
+        if free is not None and kind != "dir":
+            block, blocks = free
+            # The data's blocks, plus metadata blocks for the new entry and the journal.
+            need = -(-size // max(1, block)) + 3
+            if need > blocks:
+                raise self._full(path, size, block * blocks, replacing=kind == "file")
+        return kind
 
     def _upload(self, data: bytes, target: str, want: str, info: FsInfo, *, journal: bool,
                 progress: Progress | None) -> transfer.UploadReport:
@@ -478,13 +722,16 @@ del __mpk_rm
         report.note = note
         return report
 
-    def _cleanup(self, target: str, why: str) -> None:
-        """After a stop mid-upload: remove the partial file (the old one was never touched)."""
+    def _cleanup(self, target: str, why: str) -> bool:
+        """After a stop mid-upload: remove the partial file (the old one was never touched).
+        False when the board could not be reached: the journal, or the temporary's name,
+        lets the next file command remove it."""
         try:
             self._remove_quiet([target, codec.JOURNAL], helpers=True)
         except MpkernelError:
-            # The board is gone or busy: the journal makes the next operation finish this.
             self._checked_link = None
+            return False
+        return True
 
     def _upload_failed(self, err: transfer.UploadFailed, path: str, target: str, size: int,
                        existed: bool) -> MpkernelError:
@@ -497,19 +744,25 @@ del __mpk_rm
                                f"bytes.{kept}")
         return FileError(f"Upload of {path} failed: {err}{kept}", err.hint)
 
-    def _stopped(self, err: MpkernelError, path: str, existed: bool) -> MpkernelError:
-        kept = (f"The old {path} is unchanged" if existed else f"no partial {path} was left")
-        what = {Interrupted: "was interrupted", BoardReset: "was cut short by a board reset",
-                LinkLost: "lost the connection"}.get(type(err), "failed")
-        text = f"The upload of {path} {what}; {kept}."
-        if isinstance(err, LinkLost):
-            text += " (If the board reset too, the next file command cleans up after it.)"
+    def _stopped(self, err: MpkernelError, path: str, existed: bool,
+                 cleaned: bool) -> MpkernelError:
+        kept = f"the old {path} is unchanged" if existed else f"there is no {path}"
+        left = ("" if cleaned else " What it wrote so far is still on the board; the next "
+                "file command removes it.")
+        what = _STOPPED.get(type(err), "failed")
+        text = f"The upload of {path} {what}; {kept}.{left}"
         return type(err)(f"{text}\n{err}", err.hint)
 
-    def _full(self, path: str, size: int, free: int | None, *, replacing: bool) -> BoardFull:
-        room = f" About {free} bytes were free." if free is not None else ""
+    def _full(self, path: str, size: int, free: int | None, *, replacing: bool,
+              moving: str | None = None) -> BoardFull:
+        room = f" {free} bytes are free (as %df counts them)." if free is not None else ""
         twice = (" Replacing a file keeps the old copy until the new one is verified, so "
-                 "the board needs room for both." if replacing else "")
+                 "the board needs room for both at once." if replacing else "")
+        if moving:
+            return BoardFull(
+                f"The board is too full to rename {moving} to {path}: without os.rename the "
+                f"file is copied ({size} bytes) before the original is removed.{room} "
+                "Nothing was changed.", "Free space with %rm (see %ls and %df).")
         return BoardFull(
             f"The board is full: {path} needs {size} bytes.{room}{twice} "
             f"{'The old file is unchanged.' if replacing else 'Nothing was left behind.'}",

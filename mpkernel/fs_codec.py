@@ -97,11 +97,6 @@ def encode_chunk(data: bytes, *, binascii: bool, deflate: bool) -> Encoded:
     return min(options, key=len)
 
 
-def encoded_ratio(data: bytes, **caps: bool) -> float:
-    """Wire bytes per payload byte for a chunk (for choosing chunk sizes and for reports)."""
-    return len(encode_chunk(data, **caps)) / max(1, len(data))
-
-
 # -- sizing ------------------------------------------------------------------------------
 def exec_chunk_size(mem_free: int, raw_paste: bool, binascii: bool) -> int:
     """Payload bytes per exec on the exec-per-chunk path.

@@ -157,25 +157,31 @@ _STREAM_UP = """def __mpk_up(F,P):
  print('='+g if ok else '!'+y)
 """
 
-# Put a verified temp file in place where the firmware has no rename: record the step in the
-# journal, remove the old file, copy, verify, drop the temp and the journal. Re-running it
-# finishes an interrupted replace (it is also the recovery step). Room was checked by the
-# host before the upload started (never by filling the filesystem: see fs.py).
+# Putting a verified file (`t`) in place of another (`d`): the one copy-and-rename routine,
+# used by uploads (t is the temporary), by recovery (re-running it finishes an interrupted
+# replace) and by %rescue's rename of main.py (a move: t is main.py itself). Every step that
+# leaves `t` as the only complete copy is journalled first, and recovery finishes it from `t`,
+# never deletes it. `want` is t's digest, checked again before anything is removed.
+#
+# Without os.rename (the micro:bit): record "c" in the journal, remove the old file, copy,
+# verify the copy, drop `t` and the journal; two execs, as one would not compile in 7 KB of
+# RAM. Room for the peak (both copies at once) was checked by the host before the upload.
 _REPLACE = """def __mpk_rp(t,d,want):
  import os
  fs=os.listdir()
+ j='.mpkj' in fs
  if t not in fs:
-  if '.mpkj' in fs:os.remove('.mpkj')
+  if j:os.remove('.mpkj')
   return 'gone'
- if __mpk_ad(t)!=want:
-  os.remove(t);os.remove('.mpkj');return 'bad'
- j=open('.mpkj','w');j.write('c\\n%s\\n%s\\n%s\\n'%(t,d,want));j.close()
  if d in fs and __mpk_ad(d)==want:
-  os.remove(t);os.remove('.mpkj');return 'ok'
+  os.remove(t)
+  if j:os.remove('.mpkj')
+  return 'ok'
+ if __mpk_ad(t)!=want:return 'bad'
+ j=open('.mpkj','w');j.write('c\\n%s\\n%s\\n%s\\n'%(t,d,want));j.close()
  return 'go'
 """
 
-# The second half, as its own exec (RAM): remove the old file, copy, verify, tidy up.
 _COPY = """def __mpk_cp(t,d,want):
  import os
  if d in os.listdir():os.remove(d)
@@ -187,6 +193,34 @@ _COPY = """def __mpk_cp(t,d,want):
  s.close();o.close()
  if __mpk_ad(d)!=want:return 'copybad'
  os.remove(t);os.remove('.mpkj');return 'ok'
+"""
+
+# With os.rename: littlefs renames over an existing file atomically, so one rename is the
+# whole replace. Where renaming onto an existing name fails (FAT on the ESP32), the old file
+# must go first: the journal ("r") says so, and recovery renames `t` into place. A rename
+# that fails while `d` does not exist is a real error, raised with nothing changed.
+_RENAME = """def __mpk_rn(t,d,want):
+ import os
+ try:
+  os.stat(t)
+ except OSError:
+  try:
+   os.remove('.mpkj')
+  except OSError:
+   pass
+  return 'gone'
+ if __mpk_ad(t)!=want:return 'bad'
+ try:
+  os.rename(t,d)
+ except OSError:
+  os.stat(d)
+  j=open('.mpkj','w');j.write('r\\n%s\\n%s\\n%s\\n'%(t,d,want));j.close()
+  os.remove(d);os.rename(t,d)
+ try:
+  os.remove('.mpkj')
+ except OSError:
+  pass
+ return 'ok'
 """
 
 _STREAM_GET = """def __mpk_get(name,F):
@@ -446,12 +480,20 @@ def _abort(chan: _Channel, cause: str, written: int) -> UploadReport:
                        "Check the cable; a lower baud rate may help.", cause="error")
 
 
-def replace_programs(temp: str, dest: str, want: str) -> tuple[str, str]:
-    """Check-and-probe, then copy: two execs, as one would not compile in 7 KB of RAM."""
+def replace_programs(temp: str, dest: str, want: str, *, rename: bool) -> list[str]:
+    """The execs that put the verified `temp` in place of `dest` (see _REPLACE, _RENAME).
+
+    Each prints one word: "go" (run the next one), "ok", "gone" (nothing to do: `temp` is
+    no longer there), "bad" (`temp` does not match `want`; nothing was removed) or
+    "copybad" (the copy did not verify; `temp` and the journal are kept for recovery).
+    """
     kind = "adler32" if want.startswith("adler32:") else "sha256"
     args = f"({temp!r},{dest!r},{want!r})"
-    return (_call(checksum_program(kind) + _REPLACE, f"print(__mpk_rp{args})", "__mpk_rp,__mpk_ad"),
-            _call(checksum_program(kind) + _COPY, f"print(__mpk_cp{args})", "__mpk_cp,__mpk_ad"))
+    check = checksum_program(kind)
+    if rename:
+        return [_call(check + _RENAME, f"print(__mpk_rn{args})", "__mpk_rn,__mpk_ad")]
+    return [_call(check + _REPLACE, f"print(__mpk_rp{args})", "__mpk_rp,__mpk_ad"),
+            _call(check + _COPY, f"print(__mpk_cp{args})", "__mpk_cp,__mpk_ad")]
 
 
 def stream_download(

@@ -18,6 +18,7 @@ from mpkernel.rawrepl import FRIENDLY_PROMPT, RAW_BANNER
 
 if TYPE_CHECKING:
     from mpkernel.board import Board
+    from mpkernel.fs import FileSystem
 
 SPAM_EVERY = 0.02  # one Ctrl-C per 20 ms: dense enough to land in a boot's first statements
 SPAM_FOR = 4.0  # after a reset we control
@@ -53,16 +54,32 @@ def rescue(board: Board, note: Callable[[str], None], confirm: Callable[[str], b
     stopped = board.resync() or describe_stopped(seen)
     lines = ["The board answers again." + (f" {stopped}" if stopped else "")]
     if board.file_exists("main.py"):
+        from mpkernel.fs import FileSystem
+
+        files = FileSystem(board)
+        quiet = _free_name(files, "main.py.off")
         question = (
-            "Rename main.py to main.py.off so the board boots quietly next time "
-            "(the file is kept; rename it back to run it at boot again)?"
+            f"Rename main.py to {quiet} so the board boots quietly next time "
+            f"(the file is kept; rename it back to run it at boot again)?"
         )
         if confirm(question):
-            board.rename_file("main.py", "main.py.off")
-            lines.append("Renamed main.py to main.py.off: the next boot is quiet.")
+            try:
+                lines.append(files.move("main.py", quiet) + " The next boot is quiet.")
+            except MpkernelError as err:
+                lines.append(f"main.py was not renamed: {err.user_text()} It runs again at "
+                             "the next reset.")
         else:
             lines.append("main.py is unchanged: it runs again at the next reset.")
     return "\n".join(lines)
+
+
+def _free_name(files: FileSystem, name: str) -> str:
+    """`name`, or `name` with the first number that makes it unused: never overwrite a file."""
+    candidate, n = name, 1
+    while files.kind(candidate) is not None:
+        n += 1
+        candidate = f"{name}{n}"
+    return candidate
 
 
 def _interrupt_boot(board: Board, window: float) -> bytes | None:

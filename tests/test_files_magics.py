@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from harness import BAUD_115200
 
+from mpkernel import fs_codec as codec
 from mpkernel.display import TextProgress
 from mpkernel.errors import MpkernelError
 from mpkernel.magics import MagicContext, registry
@@ -36,6 +38,30 @@ class Notebook:
         return "".join(self.out[start:])
 
 
+PUT_LINE = re.compile(r"Wrote (\S+) \((\d+) bytes\) in [\d.]+ s .*; verified: the board's "
+                      r"Adler-32 (adler32:[0-9a-f]{8}) matches\.")
+GET_LINE = re.compile(r"Saved (\S+) \((\d+) bytes\) in [\d.]+ s .*; verified: the size the "
+                      r"board lists and the board's Adler-32 (adler32:[0-9a-f]{8}) of (\S+) "
+                      r"match\.")
+
+
+def put_facts(out: str) -> tuple[str, int, str]:
+    """(name, size, checksum) as a %put/%%writefile summary states them."""
+    found = PUT_LINE.findall(out)
+    assert len(found) == 1, out
+    name, size, digest = found[0]
+    return name, int(size), digest
+
+
+def board_file(board, name: str) -> bytes:  # noqa: ANN001
+    """A file's bytes read on the board by a program of the test's own (not mpkernel's)."""
+    out = board.exec(f"f=open({name!r},'rb')\nwhile 1:\n c=f.read(128)\n if not c:break\n"
+                     " print(repr(c))\nf.close()\ndel f,c")
+    import ast
+
+    return b"".join(ast.literal_eval(line) for line in out.split("\n") if line.strip())
+
+
 @pytest.fixture
 def nb(board, relay) -> Notebook:  # noqa: ANN001
     relay.set_throttle(rate=BAUD_115200)
@@ -47,8 +73,11 @@ def nb(board, relay) -> Notebook:  # noqa: ANN001
 def test_writefile_run_streams_output_and_writes_to_the_board_not_the_host(
         nb: Notebook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    out = nb.run("%%writefile hello.py --run", "for i in range(3):\n    print('line', i)\n")
-    assert "verified" in out
+    source = "for i in range(3):\n    print('line', i)\n"
+    out = nb.run("%%writefile hello.py --run", source)
+    on_board = board_file(nb.ctx.board, "hello.py")
+    assert on_board == source.encode()
+    assert put_facts(out) == ("hello.py", len(on_board), codec.digest(on_board, "adler32"))
     assert "line 0\nline 1\nline 2\n" in out and "\r\n" not in out
     assert not (tmp_path / "hello.py").exists()
     assert nb.run("%cat hello.py") == "for i in range(3):\n    print('line', i)\n"
@@ -92,14 +121,17 @@ def test_put_get_with_one_updating_progress_line(nb: Notebook, tmp_path: Path) -
     local.write_bytes(data)
     out = nb.run(f"%put {local}")
     assert out.count("\n") == 1 and out.startswith("\r")  # one line, redrawn in place
-    assert "Wrote blob.bin (4096 bytes)" in out and "verified" in out
+    on_board = board_file(nb.ctx.board, "blob.bin")
+    assert on_board == data
+    assert put_facts(out) == ("blob.bin", 4096, codec.digest(data, "adler32"))
     back = tmp_path / "back.bin"
     out = nb.run(f"%get blob.bin {back}")
-    assert back.read_bytes() == data and "checksum" in out
+    saved, size, digest, remote = GET_LINE.findall(out)[0]
+    assert (saved, int(size), remote) == (str(back), 4096, "blob.bin")
+    assert back.read_bytes() == data and digest == codec.digest(data, "adler32")
     listing = nb.run("%ls -l")
-    assert "blob.bin" in listing and "4096" in listing and "no file dates" in listing
-    assert "binary" in nb.run("%cat blob.bin")
-    assert "free of" in nb.run("%df")
+    assert re.search(r"^blob\.bin +4096$", listing, re.M) and "no file dates" in listing
+    assert nb.run("%cat blob.bin").startswith("blob.bin is binary (4096 bytes)")
 
 
 def test_clear_errors_name_the_cause(nb: Notebook, tmp_path: Path) -> None:

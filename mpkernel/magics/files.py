@@ -1,7 +1,8 @@
 """File magics: %ls %cat %rm %mkdir %df %put %get %sync %%writefile %run.
 
-Everything here goes through `mpkernel.fs.FileSystem`, which verifies every upload on the
-board and replaces the old file only once the new one is complete.
+Everything here goes through `mpkernel.fs.FileSystem`, which verifies every upload and
+download against a checksum the board computes, and replaces the old file only once the new
+one is complete.
 """
 
 from __future__ import annotations
@@ -112,14 +113,14 @@ def mkdir(ctx: MagicContext, args: argparse.Namespace) -> None:
 
 @magic("df")
 def df(ctx: MagicContext, args: argparse.Namespace) -> None:
-    """Show the board's free filesystem space: `%df`."""
-    total, free = _fs(ctx).df()
-    how = "" if ctx.board.caps.statvfs else " (measured by filling a probe file, then removing it)"
-    if total:
-        ctx.write(f"{human_bytes(free)} free of {human_bytes(total)} "
-                  f"({100 * free / total:.0f}% free){how}.\n")
+    """Show the board's free filesystem space, and how it was obtained: `%df`."""
+    result = _fs(ctx).df()
+    free = f"{human_bytes(result.free)} ({result.free} bytes)"
+    if result.total:
+        ctx.write(f"{free} free of {human_bytes(result.total)} "
+                  f"({100 * result.free / result.total:.0f}% free), {result.how}.\n")
     else:
-        ctx.write(f"{human_bytes(free)} free{how}.\n")
+        ctx.write(f"{free} free, {result.how}.\n")
 
 
 @magic(
@@ -178,9 +179,9 @@ def get(ctx: MagicContext, args: argparse.Namespace) -> None:
     fs = _fs(ctx)
     size = fs.size(codec.check_path(args.remote, flat=fs.info().flat))
     bar = ctx.progress(f"Downloading {args.remote}", size) if size >= PROGRESS_MIN else None
-    started = time.monotonic()
     try:
-        data = fs.get(args.remote, progress=(lambda d, t: bar.update(d)) if bar else None)
+        result = fs.fetch(args.remote, progress=(lambda d, t: bar.update(d)) if bar else None,
+                          size=size)
     except MpkernelError:
         if bar is not None:
             bar.close(f"Downloading {args.remote}: failed.")
@@ -190,11 +191,9 @@ def get(ctx: MagicContext, args: argparse.Namespace) -> None:
         local = local / Path(args.remote).name
     # Write beside the target and rename, so a failed write never leaves half a file here.
     temp = local.with_name(local.name + ".part")
-    temp.write_bytes(data)
+    temp.write_bytes(result.data)
     os.replace(temp, local)
-    seconds = time.monotonic() - started
-    line = (f"Saved {local} ({len(data)} bytes) in {seconds:.2f} s "
-            f"({human_bytes(len(data) / max(seconds, 1e-6))}/s); every chunk's checksum matched.")
+    line = result.summary(str(local))
     if bar is not None:
         bar.close(line)
     else:
