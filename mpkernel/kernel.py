@@ -76,12 +76,9 @@ class MicroPythonKernel(IPythonKernel):
             # default, so a newcomer without hardware still gets a working notebook.
             if not self.fallback_to_sim or any(p.is_likely_board for p in list_ports()):
                 raise
-            from mpkernel.sim import SimulatorMissing, check_installed
+            from mpkernel import sim
 
-            try:
-                check_installed()
-            except SimulatorMissing:
-                raise
+            sim.check_installed()  # SimulatorMissing names what to install
             self._write(
                 "No board found on the serial ports, so this notebook uses the emulated "
                 "micro:bit. Plug in a board and run %connect to use it instead.\n"

@@ -13,7 +13,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from mpkernel import kernel as kernel_module
-from mpkernel import ports
+from mpkernel import ports, sim
 from mpkernel.cli import spec_dir_with_argv
 from mpkernel.errors import PortError
 
@@ -59,12 +59,31 @@ def test_no_board_at_all_uses_the_emulated_board_and_says_so(no_env: pytest.Monk
 
     no_env.setattr(ports, "pick_port", none_found)
     no_env.setattr(ports, "list_ports", lambda lister=None: [])
+    # A unit test: whether QEMU is installed here is not its business (it was, unmarked).
+    no_env.setattr(sim, "check_installed", lambda: None)
     k = fake_kernel()
     assert resolve(k) == "sim"
     assert "emulated micro:bit" in k.said[0] and "%connect" in k.said[0]
     # Switched off, the user gets the list-and-choose message instead.
     with pytest.raises(PortError):
         resolve(fake_kernel(fallback_to_sim=False))
+
+
+def test_no_board_and_no_emulator_says_what_to_install(no_env: pytest.MonkeyPatch) -> None:
+    def none_found(lister: object = None) -> str:
+        raise PortError("No serial ports found.")
+
+    def missing() -> None:
+        raise sim.SimulatorMissing("missing qemu-system-arm", "apt-get install qemu-system-arm")
+
+    no_env.setattr(ports, "pick_port", none_found)
+    no_env.setattr(ports, "list_ports", lambda lister=None: [])
+    no_env.setattr(sim, "check_installed", missing)
+    k = fake_kernel()
+    with pytest.raises(sim.SimulatorMissing) as info:
+        resolve(k)
+    assert info.value.hint == "apt-get install qemu-system-arm"
+    assert k.said == []  # it did not claim to be using the emulated board
 
 
 def test_several_boards_must_be_chosen(no_env: pytest.MonkeyPatch) -> None:
