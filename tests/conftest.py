@@ -1,4 +1,4 @@
-"""Shared fixtures: the emulated micro:bit, the fault-injection relay, a connected Board."""
+"""Shared fixtures: the emulated boards, the fault-injection relay, a connected Board."""
 
 from __future__ import annotations
 
@@ -27,3 +27,27 @@ def board(relay: Relay) -> Iterator[Board]:
         yield connected
     finally:
         connected.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "boards(*names, reason): run this device test only on these emulated boards",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) a device test on a board its `boards` marker leaves out: a test that
+    cannot apply there (the micro:bit's own modules) is not a pass on that board."""
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("boards")
+        callspec = getattr(item, "callspec", None)
+        board = callspec.params.get("sim") if callspec is not None else None
+        if marker is not None and board is not None and board not in marker.args:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -4,49 +4,33 @@ board shares. A subclass says which command line to run (`_command`) and what is
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from mpkernel import platform_support
 from mpkernel.errors import MpkernelError
 
-_PTY_LINE = re.compile(rb"char device redirected to (/dev/pts/\d+)")
+# Linux names the pty /dev/pts/N, macOS /dev/ttysNNN.
+_PTY_LINE = re.compile(rb"char device redirected to (/dev/(?:pts/\d+|ttys\d+))")
 
 
 class SimulatorMissing(MpkernelError):
     """QEMU or an emulated board's firmware is not installed (or not built)."""
 
 
-def _die_with_parent() -> None:
-    """In the QEMU child before exec: end it when the process that started it ends.
-
-    A kernel that Jupyter kills (SIGKILL on restart) runs no atexit handler, and QEMU, in a
-    session of its own, would run on forever. Linux's parent-death signal covers that case.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before the signal was armed
-        os._exit(1)
-
-
 def find_qemu(hint: str) -> str:
     """The qemu-system-arm path, or SimulatorMissing with `hint` as the way out."""
-    qemu = shutil.which("qemu-system-arm")
+    qemu = platform_support.find_qemu_binary()
     if qemu is None:
         raise SimulatorMissing(
             "The emulated board cannot start: missing qemu-system-arm (package "
-            "qemu-system-arm).", hint,
+            "qemu-system-arm).", platform_support.qemu_install_hint(hint),
         )
     return qemu
 
@@ -58,6 +42,8 @@ class QemuBoard:
     name = ""
     #: how messages name it ("Connected to /dev/pts/3 (LABEL)")
     label = "the emulated board"
+    #: how its boot banner starts ("MicroPython v1.9.2"): proof in tests that it rebooted
+    banner = "MicroPython"
     hint = ""
 
     def __init__(self) -> None:
@@ -81,10 +67,12 @@ class QemuBoard:
         ]
         # A session of its own: Jupyter interrupts a kernel by signalling its process group,
         # and that SIGINT must stop the cell, not kill the emulated board.
+        # It must also end with this process however that ends: platform_support ties it.
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            **platform_support.child_popen_options(),
         )
+        self._tie = platform_support.tie_to_this_process(self._proc)
         atexit.register(self.stop)
         assert self._proc.stdout is not None
         # QEMU names the pty on its first line of output; read it with a deadline, since a
@@ -162,6 +150,9 @@ class QemuBoard:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
+        if getattr(self, "_tie", None) is not None:
+            self._tie.release()  # a deliberate stop: the watchdog/job must not act on it
+            self._tie = None
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:

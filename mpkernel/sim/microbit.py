@@ -40,6 +40,7 @@ class Simulator(QemuBoard):
 
     name = "microbit"
     label = "the emulated micro:bit"
+    banner = "MicroPython v1.9.2"
     hint = INSTALL_HINT
 
     def __init__(self, firmware: Path = FIRMWARE_HEX) -> None:

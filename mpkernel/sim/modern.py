@@ -3,8 +3,9 @@ QEMU, with the board folder in boards/qemu (Ctrl-C, `time`, littlefs, boot.py/ma
 machine.reset()). Built once by `python -m mpkernel.sim.build`.
 
 Its filesystem lives in a host file mapped as the board's PSRAM: it survives hard resets and
-QEMU restarts. By default that file is per user (~/.cache/mpkernel/qemu/flash.bin), like a
-board left on the desk; `fresh=True` gives a new empty one that is deleted at stop().
+QEMU restarts. By default that file is per user (~/.cache/mpkernel/qemu/flash.bin, or
+$MPKERNEL_QEMU_FLASH), like a board left on the desk; `fresh=True` gives a new empty one that
+is deleted at stop().
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ModernBoard(QemuBoard):
 
     name = "qemu"
     label = "the emulated MicroPython 1.25 board"
+    banner = "MicroPython v1.25.0"
     hint = f"Build it once with: {build.BUILD_COMMAND} (about a minute; needs {build.TOOLCHAIN})."
 
     def __init__(
@@ -39,9 +41,8 @@ class ModernBoard(QemuBoard):
         if fresh and flash is not None:
             raise ValueError("give a flash file or fresh=True, not both")
         self.fresh = fresh
-        self.flash = Path(flash) if flash else (
-            self._dir / "flash.bin" if fresh else build.cache_root() / "qemu" / "flash.bin"
-        )
+        default = os.environ.get("MPKERNEL_QEMU_FLASH") or build.cache_root() / "qemu" / "flash.bin"
+        self.flash = Path(flash) if flash else (self._dir / "flash.bin" if fresh else Path(default))
         self.firmware = Path(firmware) if firmware else None
         self._lock: IO[bytes] | None = None
 

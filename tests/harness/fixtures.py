@@ -1,4 +1,4 @@
-"""pytest fixtures over the emulated board and the relay; the lead's conftest imports them.
+"""pytest fixtures over the emulated boards and the relay; the lead's conftest imports them.
 
     from harness.fixtures import relay_fixture, rfc2217_relay_fixture, sim_fixture  # noqa: F401
 
@@ -43,10 +43,23 @@ def qemu_sim_fixture() -> Iterator[QemuBoard]:
     yield from _started(ModernBoard(fresh=True))
 
 
-@pytest.fixture(scope="session", name="sim")
-def sim_fixture(microbit_sim: QemuBoard) -> QemuBoard:
-    """The emulated board the device tests run on."""
-    return microbit_sim
+def board_names() -> list[str]:
+    """The emulated boards device tests run on: MPK_BOARDS=microbit,qemu for both.
+
+    The micro:bit alone by default until the device tests pass on the modern board too (the
+    modern board's own tests, tests/test_sim.py, always run).
+    """
+    return [name for name in os.environ.get("MPK_BOARDS", "microbit").split(",") if name]
+
+
+@pytest.fixture(scope="session", name="sim", params=board_names())
+def sim_fixture(request: pytest.FixtureRequest) -> QemuBoard:
+    """The emulated board a device test runs on; each such test runs once per board.
+
+    `@pytest.mark.boards("microbit", reason=...)` limits a test to the boards it applies to
+    (conftest deselects the others, with the reason in the report's deselection count).
+    """
+    return request.getfixturevalue(f"{request.param}_sim")
 
 
 @pytest.fixture(scope="session", name="sim_fd")
