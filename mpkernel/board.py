@@ -536,7 +536,9 @@ class Board:
             from mpkernel.ports import find_by_identity
 
             return find_by_identity(self.identity, lister=self.lister)
-        if is_url(self.url) or os.path.exists(self.url):
+        from mpkernel.platform_support import port_exists  # COM3 is no file on Windows
+
+        if port_exists(self.url, self.lister):
             return self.url
         return None
 

@@ -12,7 +12,6 @@ noise or nothing came, try the common baud rates, 7. name what answered.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from mpkernel import platform_support as plat
 from mpkernel import ports as portlib
 from mpkernel.errors import MpkernelError
 
@@ -28,6 +28,8 @@ COMMON_BAUDS = (115200, 9600, 57600, 74880, 230400, 460800, 921600)
 
 # An opener is `opener(url, baudrate, timeout)` -> an open pyserial-like object.
 Opener = Callable[[str, int, float], Any]
+#: usb() -> the USB devices the OS reports, or None where it gives no view
+UsbLister = Callable[[], "list[plat.UsbDevice] | None"]
 
 
 class Verdict(str, Enum):
@@ -43,6 +45,7 @@ class Verdict(str, Enum):
     PERMISSION = "permission"
     IN_USE = "in-use"
     OPEN_FAILED = "open-failed"
+    NO_DRIVER = "no-driver"
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ def open_port(url: str, baudrate: int, timeout: float) -> Any:
     """Open a device path exclusively, or any pyserial URL (socket://, rfc2217://) plainly."""
     import serial
 
+    url = plat.normalize_port(url)
     if "://" in url:
         # exclusive is a flock on a local file descriptor; network URLs have none.
         return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
@@ -206,22 +210,6 @@ def open_port(url: str, baudrate: int, timeout: float) -> Any:
 
 def _is_local(port: str) -> bool:
     return "://" not in port
-
-
-def _is_path(port: str) -> bool:
-    # Windows COM ports are not files: existence and permission show only when opening.
-    return _is_local(port) and os.name == "posix"
-
-
-def _group_hint(path: str) -> str:
-    try:
-        import grp
-
-        group = grp.getgrgid(os.stat(path).st_gid).gr_name
-    except (ImportError, KeyError, OSError):
-        group = "dialout"
-    return (f"Add yourself to the '{group}' group: sudo usermod -aG {group} $USER, then log out "
-            "and back in (or reboot) so the new group applies.")
 
 
 def _ports_listing(lister: portlib.Lister | None) -> str:
@@ -242,8 +230,12 @@ def diagnose(
     opener: Opener | None = None,
     timing: Timing | None = None,
     lister: portlib.Lister | None = None,
+    usb: UsbLister | None = None,
 ) -> Diagnosis:
-    """Check `port` step by step and return findings, a verdict and the next step."""
+    """Check `port` step by step and return findings, a verdict and the next step.
+
+    `lister` and `usb` stand in for pyserial's port list and the OS's USB device list.
+    """
     if port == "sim":
         return _diagnose_sim(baudrate, opener=opener, timing=timing)
     timing = timing or Timing()
@@ -253,26 +245,27 @@ def diagnose(
     def done(verdict: Verdict, summary: str, next_step: str = "", rate: int | None = None):
         return Diagnosis(port, verdict, summary, next_step, findings, rate)
 
-    if _is_path(port):
+    if _is_local(port):
+        port = plat.normalize_port(port)
+    if plat.is_device_file(port):
         if not os.path.exists(port):
-            return done(Verdict.MISSING, f"{port} does not exist.",
-                        "Pick one of the ports that exist:\n" + _ports_listing(lister)
-                        + "\n" + portlib.CHOOSE_HINT)
+            return _missing(port, f"{port} does not exist.", lister, usb, findings)
         findings.append(f"{port} exists")
         if not os.access(port, os.R_OK | os.W_OK):
-            return done(Verdict.PERMISSION, f"Permission denied on {port}.", _group_hint(port))
-        others = [h for h in portlib.who_holds(port) if h[0] != os.getpid()]
-        if others:
-            holders = portlib.describe_holders(others)
-            return done(Verdict.IN_USE, f"{port} is in use by another program ({holders}).",
-                        "Close that program (a terminal, another notebook's kernel, an IDE) "
-                        "and try again.")
-        findings.append("no other program has it open")
+            return done(Verdict.PERMISSION, f"Permission denied on {port}.",
+                        plat.permission_hint(port))
+        seen = plat.find_holders(port)
+        seen.found = [h for h in seen.found if h[0] != os.getpid()]
+        if seen.found:
+            summary, hint = plat.busy_text(port, seen)
+            return done(Verdict.IN_USE, summary, hint)
+        findings.append("no other program has it open" if seen.can_see
+                        else f"could not check who holds it: {seen.why_not}")
 
     try:
         ser = opener(port, baudrate, timing.read_timeout)
     except (OSError, ValueError) as err:
-        return _open_failure(port, err, findings, done)
+        return _open_failure(port, err, findings, done, lister, usb)
     findings.append(f"opened at {baudrate} baud")
     try:
         return _converse(ser, port, baudrate, timing, findings, done)
@@ -283,24 +276,78 @@ def diagnose(
             findings.append("closing the port failed (it may have vanished)")
 
 
-def _open_failure(port: str, err: Exception, findings: list[str], done: Callable) -> Diagnosis:
-    code = getattr(err, "errno", None)
-    text = str(err)
-    if code is None:  # pyserial on Windows names the OS error only in its message
-        code = (errno.EACCES if "PermissionError" in text or "Access is denied" in text
-                else errno.ENOENT if "FileNotFoundError" in text else None)
-    if code in (errno.EACCES, errno.EPERM):
-        return done(Verdict.PERMISSION, f"Permission denied on {port}.", _group_hint(port))
-    if code in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EBUSY) or "lock" in text.lower():
-        holders = portlib.describe_holders(portlib.who_holds(port)) if _is_local(port) else ""
-        return done(Verdict.IN_USE, f"{port} is in use by another program ({holders}).",
-                    "Close that program (another kernel, a terminal, an IDE) and try again.")
-    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return done(Verdict.MISSING, f"{port} vanished or has no device behind it ({err}).",
-                    "Check the cable, then run %ports.")
+def _open_failure(port: str, err: Exception, findings: list[str], done: Callable,
+                  lister: portlib.Lister | None, usb: UsbLister | None) -> Diagnosis:
+    kind = plat.classify_open_error(err)
+    if kind == "permission":
+        return done(Verdict.PERMISSION, f"Permission denied on {port}.",
+                    plat.permission_hint(port))
+    if kind == "busy" or (kind == "other" and "lock" in str(err).lower()):
+        seen = plat.find_holders(port) if _is_local(port) else plat.Holders(can_see=False)
+        seen.found = [h for h in seen.found if h[0] != os.getpid()]
+        summary, hint = plat.busy_text(port, seen)
+        return done(Verdict.IN_USE, summary, hint)
+    if kind == "missing":
+        return _missing(port, f"{port} vanished or has no device behind it ({err}).", lister,
+                        usb, findings)
+    if kind == "failing":
+        return done(Verdict.OPEN_FAILED, f"{port} could not be opened: {err}",
+                    plat.failing_hint(port))
     return done(Verdict.OPEN_FAILED, f"{port} could not be opened: {err}",
                 "Check the port name (run %ports) and the cable; for a network port, that the "
                 "server is running.")
+
+
+def _missing(port: str, summary: str, lister: portlib.Lister | None, usb: UsbLister | None,
+             findings: list[str]) -> Diagnosis:
+    """The port is not there: a chip without its driver explains that best, if there is one."""
+    drivers = check_drivers(lister, usb)
+    if drivers is not None:
+        drivers.port = port
+        drivers.findings[:0] = findings + [summary]
+        return drivers
+    return Diagnosis(port, Verdict.MISSING, summary,
+                     plat.missing_hint(port) + "\nPorts that exist:\n" + _ports_listing(lister)
+                     + "\n" + portlib.choose_hint(), findings)
+
+
+def check_drivers(lister: portlib.Lister | None = None,
+                  usb: UsbLister | None = None) -> Diagnosis | None:
+    """A NO_DRIVER diagnosis if a USB-serial chip is plugged in but has no working driver.
+
+    The OS's device list is the only witness: pyserial lists only ports that have a driver.
+    On Linux (drivers are in the kernel) nothing is asked and the answer is None.
+    """
+    devices = (usb or plat.usb_devices)()
+    if not devices:
+        return None
+    try:
+        listed = {(p.identity.vid, p.identity.pid) for p in portlib.list_ports(lister)
+                  if p.identity is not None}
+    except Exception:  # noqa: BLE001 - without a port list, only the OS's problem codes count
+        listed = set()
+    findings, installs = [], []
+    for dev in devices:
+        driver = plat.driver_for(dev.vid)
+        if driver is None:
+            continue
+        chip, install = driver
+        if dev.problem:
+            why = dev.problem
+        elif (dev.vid, dev.pid) not in listed:
+            why = "no serial port appeared for it, so its driver is missing"
+        else:
+            continue
+        name = f" ({dev.name})" if dev.name else ""
+        findings.append(f"a {chip} USB-serial chip{name} [{dev.vid:04x}:{dev.pid:04x}] is "
+                        f"plugged in, but {why}")
+        if install not in installs:
+            installs.append(install)
+    if not findings:
+        return None
+    return Diagnosis("USB", Verdict.NO_DRIVER, findings[0][0].upper() + findings[0][1:] + ".",
+                     "Install " + " and ".join(installs) + ", " + plat.driver_settings_hint(),
+                     findings[1:])
 
 
 def _converse(ser: Any, port: str, baudrate: int, timing: Timing, findings: list[str],
@@ -470,6 +517,9 @@ def cli_main(port: str | None, baudrate: int = 115200) -> int:
             port = portlib.pick_port()
         except MpkernelError as err:
             print(err.user_text())
+            drivers = check_drivers()
+            if drivers is not None:
+                print(drivers.text())
             return 1
     diag = diagnose(port, baudrate)
     print(diag.text())

@@ -28,6 +28,7 @@ from typing import Any
 import serial
 
 from mpkernel import firmware as fw
+from mpkernel import platform_support as plat
 from mpkernel.display import Progress, TextProgress
 from mpkernel.errors import MpkernelError
 
@@ -46,9 +47,9 @@ IMAGE_CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c2
 CHIP_NAMES = {k: k.upper().replace("ESP32", "ESP32-").rstrip("-") for k in OFFSETS}
 CHIP_NAMES["esp8266"] = "ESP8266"
 DRIVE_LABELS = {".uf2": ("RPI-RP2", "RP2350"), ".hex": ("MICROBIT", "MINI")}
-# Where desktops mount removable drives: /media/LABEL, /media/USER/LABEL (Debian, Ubuntu),
-# /run/media/USER/LABEL (Fedora, Arch), /Volumes/LABEL (macOS).
-DRIVE_ROOTS = (Path("/media"), Path("/run/media"), Path("/Volumes"))
+# Where Linux desktops mount removable drives: /media/LABEL, /media/USER/LABEL (Debian,
+# Ubuntu), /run/media/USER/LABEL (Fedora, Arch). Windows and macOS: platform_support.
+DRIVE_ROOTS = (Path("/media"), Path("/run/media"))
 
 BOOT_HINT = (
     "Put the board in its bootloader by hand: hold the BOOT (IO0) button, press and release "
@@ -403,9 +404,18 @@ def is_drive_image(firmware: str) -> bool:
 
 
 def find_drive(labels: Iterable[str], roots: Iterable[Path] | None = None,
-               lsblk: Callable[[], str] | None = None) -> Path | None:
-    """A mounted drive whose volume label is one of `labels`, or None."""
+               lsblk: Callable[[], str] | None = None,
+               volumes: Callable[[], list[tuple[str, Path]] | None] | None = None,
+               ) -> Path | None:
+    """A mounted drive whose volume label is one of `labels`, or None.
+
+    Windows (drive letters) and macOS (/Volumes) list their volumes with labels
+    (`platform_support.mounted_volumes`); on Linux the desktop's mount folders and lsblk tell.
+    """
     labels = tuple(labels)
+    listed = (volumes or plat.mounted_volumes)()
+    if listed is not None:
+        return next((path for label, path in listed if label in labels), None)
     for root in DRIVE_ROOTS if roots is None else roots:
         candidates = [root / label for label in labels]
         if root.is_dir():
@@ -422,6 +432,11 @@ def find_drive(labels: Iterable[str], roots: Iterable[Path] | None = None,
         if label in labels and mount:
             return Path(mount)
     return None
+
+
+def _file_manager() -> str:
+    return {"windows": "File Explorer with a drive letter", "macos": "the Finder's sidebar"}.get(
+        plat.system(), "the file manager; open it once there")
 
 
 def _lsblk() -> str:
@@ -445,7 +460,7 @@ def copy_to_drive(image: Path, write: Callable[[str], None] = print,
                ".uf2" else "plug the micro:bit in (it shows a MICROBIT drive)")
         raise FlashError(f"No drive labelled {' or '.join(labels)} is mounted.",
                          f"To flash {image.name}, {how}; make sure the drive is mounted "
-                         "(open it once in the file manager), then run the flash again.")
+                         f"(it shows in {_file_manager()}), then run the flash again.")
     data = image.read_bytes()
     bar = (make_progress or (lambda label, total: TextProgress(label, total, write)))(
         f"Copying {image.name} to {drive}", len(data))

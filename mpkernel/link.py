@@ -13,6 +13,7 @@ import time
 
 import serial
 
+from mpkernel import platform_support as plat
 from mpkernel.errors import LinkLost, PortBusy, PortError, ResetUnsupported
 
 # How long one blocking read waits at most; the caller's loop regains control this often, so
@@ -20,17 +21,17 @@ from mpkernel.errors import LinkLost, PortBusy, PortError, ResetUnsupported
 READ_TICK = 0.05
 
 
-def is_url(port: str) -> bool:
-    return "://" in port
+is_url = plat.is_url
 
 
 class Link:
     """One open port. Raises PortError/PortBusy on open, LinkLost when it vanishes in use."""
 
     def __init__(self, port: str, baudrate: int = 115200) -> None:
-        self.port = port
+        # The name the OS lists it under (COM3 for com3, /dev/cu.X for macOS's /dev/tty.X).
+        self.port = port if is_url(port) else plat.normalize_port(port)
         self.baudrate = baudrate
-        self._serial = _open(port, baudrate)
+        self._serial = _open(self.port, baudrate)
         self.closed = False
 
     # -- data ---------------------------------------------------------------------------
@@ -117,22 +118,21 @@ class Link:
 
 
 def _open(port: str, baudrate: int) -> serial.SerialBase:
-    url = port
     local = not is_url(port)
-    if local and not os.path.exists(port):
-        raise PortError(
-            f"Port {port} does not exist.",
-            _ports_hint(),
-        )
+    if local:
+        port = plat.normalize_port(port)
+    # Only device files can be checked before opening; Windows COM ports show only on open.
+    if plat.is_device_file(port) and not os.path.exists(port):
+        raise PortError(f"Port {port} does not exist.", _ports_hint(port))
     try:
-        ser = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=READ_TICK)
+        ser = serial.serial_for_url(port, do_not_open=True, baudrate=baudrate,
+                                    timeout=READ_TICK)
         if local:
-            # flock()-based: a second kernel gets EWOULDBLOCK instead of sharing the port.
+            # POSIX: a flock(), so a second kernel gets EWOULDBLOCK instead of sharing the
+            # port. Windows opens COM ports exclusively anyway.
             ser.exclusive = True
         ser.open()
-    except serial.SerialException as err:
-        raise _explain_open_error(port, err) from None
-    except OSError as err:
+    except (serial.SerialException, OSError) as err:
         raise _explain_open_error(port, err) from None
     if local:
         _refuse_if_shared(port, ser)
@@ -141,57 +141,45 @@ def _open(port: str, baudrate: int) -> serial.SerialBase:
 
 def _explain_open_error(port: str, err: Exception) -> PortError:
     text = str(err)
-    code = getattr(err, "errno", None)
-    if code == errno.EACCES or "Permission denied" in text:
-        return PortError(
-            f"Permission denied opening {port}.",
-            "On Linux add yourself to the dialout group: sudo usermod -aG dialout $USER, "
-            "then log out and back in.",
-        )
-    if "exclusively lock" in text or code in (errno.EBUSY, errno.EAGAIN):
+    kind = plat.classify_open_error(err)
+    if kind == "busy":
         return _busy(port)
-    if code == errno.ENOENT or "No such file" in text:
-        return PortError(f"Port {port} does not exist.", _ports_hint())
-    if "refused" in text.lower():
+    if kind == "permission":
+        return PortError(f"Permission denied opening {port}.", plat.permission_hint(port))
+    if kind == "missing":
+        return PortError(f"Port {port} does not exist.", _ports_hint(port))
+    if kind == "failing":
+        return PortError(f"Could not open {port}: {text}", plat.failing_hint(port))
+    if kind == "refused":
         return PortError(
             f"Nothing is listening at {port} ({text}).",
             "Check the host and port of the serial server.",
         )
-    return PortError(f"Could not open {port}: {text}", _ports_hint())
+    return PortError(f"Could not open {port}: {text}", _ports_hint(port))
 
 
 def _busy(port: str) -> PortBusy:
-    holders = _holders(port)
-    who = ", ".join(f"{name} (PID {pid})" for pid, name in holders)
-    return PortBusy(
-        f"Port {port} is in use by another program" + (f": {who}." if who else "."),
-        "Close that program (a terminal, another notebook's kernel, an IDE) or pick another "
-        "port with %connect.",
-    )
-
-
-def _holders(port: str) -> list[tuple[int, str]]:
-    try:
-        from mpkernel.ports import who_holds
-    except ImportError:
-        return []
-    return [(pid, name) for pid, name in who_holds(port) if pid != os.getpid()]
+    holders = plat.find_holders(port)
+    holders.found = [(pid, name) for pid, name in holders.found if pid != os.getpid()]
+    message, hint = plat.busy_text(port, holders)
+    return PortBusy(message, hint)
 
 
 def _refuse_if_shared(port: str, ser: serial.SerialBase) -> None:
     # Terminal programs (screen, minicom, picocom) do not take the flock, so the lock alone
     # would let two programs steal each other's bytes.
-    if _holders(port):
+    if any(pid != os.getpid() for pid, _ in plat.find_holders(port).found):
         ser.close()
         raise _busy(port)
 
 
-def _ports_hint() -> str:
+def _ports_hint(port: str) -> str:
     try:
         from mpkernel.ports import format_ports, list_ports
 
         listing = format_ports(list_ports())
     except Exception:  # listing ports is a courtesy in an error message; never mask the error
         listing = ""
-    hint = "Choose one with %connect PORT (or %connect sim for the emulated board)."
+    hint = (f"{plat.missing_hint(port)}\nChoose one with %connect PORT (or %connect sim for "
+            "the emulated board).")
     return f"{listing}\n{hint}" if listing else hint

@@ -9,21 +9,22 @@ The lister is injectable everywhere so tests can pass fake `ListPortInfo`-shaped
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from mpkernel import platform_support as plat
 from mpkernel.errors import PortError
 
 Lister = Callable[[], Iterable[Any]]
 
-CHOOSE_HINT = (
-    "Choose one with %connect PORT (e.g. %connect /dev/ttyUSB0), or set MPKERNEL_PORT=PORT, or "
-    "start the kernel with --MicroPythonKernel.port=PORT. %connect sim uses the emulated "
-    "micro:bit."
-)
+
+def choose_hint() -> str:
+    """How to choose a port, with an example in this OS's own spelling."""
+    return (f"Choose one with %connect PORT (e.g. %connect {plat.example_port()}), or set "
+            "MPKERNEL_PORT=PORT, or start the kernel with --MicroPythonKernel.port=PORT. "
+            "%connect sim uses the emulated micro:bit.")
 
 # (VID, PID) -> what the port most likely is. Values checked against vendor headers,
 # MicroPython board configs and tools that ship similar tables; a guess, never a promise.
@@ -159,10 +160,16 @@ def _default_lister() -> list[Any]:
 
 def list_ports(lister: Lister | None = None) -> list[PortInfo]:
     """All serial ports, likely boards first, each with a guess of what it is."""
-    raw_ports = (lister or _default_lister)()
-    ports = [_port_info(raw) for raw in raw_ports]
-    ports.sort(key=lambda p: (not p.is_likely_board, p.device))
+    raw_ports = list((lister or _default_lister)())
+    keep = set(plat.prefer_callout([str(raw.device) for raw in raw_ports]))
+    ports = [_port_info(raw) for raw in raw_ports if str(raw.device) in keep]
+    ports.sort(key=lambda p: (not p.is_likely_board, _natural(p.device)))
     return ports
+
+
+def _natural(device: str) -> list[Any]:
+    # COM3 before COM10, ttyUSB2 before ttyUSB10.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", device)]
 
 
 def format_ports(ports: list[PortInfo]) -> str:
@@ -189,19 +196,18 @@ def pick_port(lister: Lister | None = None) -> str:
         return boards[0].device
     if not ports:
         raise PortError("No serial ports found: no board is plugged in (or the cable only "
-                        "charges).", CHOOSE_HINT)
+                        "charges).", choose_hint())
     if not boards:
         raise PortError("No port looks like a MicroPython board. Serial ports found:\n"
-                        + format_ports(ports), CHOOSE_HINT)
+                        + format_ports(ports), choose_hint())
     raise PortError(f"{len(boards)} ports look like boards; which one?\n"
-                    + format_ports(boards), CHOOSE_HINT)
+                    + format_ports(boards), choose_hint())
 
 
 def identity_of(device: str, lister: Lister | None = None) -> PortIdentity | None:
     """The USB identity of `device` (None if it is not a USB port or is not present)."""
-    wanted = _resolve(device)
     for p in list_ports(lister):
-        if p.device == device or _resolve(p.device) == wanted:
+        if plat.same_port(p.device, device):
             return p.identity
     return None
 
@@ -228,49 +234,11 @@ def find_by_identity(identity: PortIdentity, lister: Lister | None = None) -> st
     return same_kind[0].device if len(same_kind) == 1 else None
 
 
-def _resolve(path: str) -> str:
-    # /dev/serial/by-id/... and user symlinks name the same device node as /dev/ttyACM0.
-    try:
-        return str(Path(path).resolve())
-    except (OSError, RuntimeError):
-        return path
-
-
-def _command_name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
 def who_holds(path: str) -> list[tuple[int, str]]:
-    """(PID, command name) of every process with `path` open, as far as /proc lets us see.
-
-    Processes of other users are invisible without root; an empty list means "none seen",
-    not "none". Linux only; elsewhere it returns [].
+    """(PID, command name) of every process with `path` open, as far as the OS lets us see
+    (/proc on Linux, lsof on macOS, nothing on Windows). Empty means "none seen", not "none".
     """
-    target = _resolve(path)
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    holders = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = os.listdir(entry / "fd")
-        except OSError:
-            continue  # another user's process, or it exited while we looked
-        for fd in fds:
-            try:
-                link = os.readlink(entry / "fd" / fd)
-            except OSError:
-                continue
-            if link == target or link == path:
-                pid = int(entry.name)
-                holders.append((pid, _command_name(pid)))
-                break
-    return sorted(holders)
+    return plat.find_holders(path).found
 
 
 def describe_holders(holders: list[tuple[int, str]]) -> str:

@@ -136,7 +136,7 @@ def test_port_open_in_another_process_names_its_pid(pty_path: str) -> None:
         child.stdin.close()
         child.wait(timeout=5)
     assert diag.verdict is Verdict.IN_USE
-    assert f"PID {child.pid} (python" in diag.summary
+    assert f": {os.path.basename(sys.executable)[:15]} (PID {child.pid})." in diag.summary
 
 
 def test_noise_ratio() -> None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mpkernel import ports
+from mpkernel import platform_support, ports
 from mpkernel.errors import PortError
 from mpkernel.ports import PortIdentity
 
@@ -131,7 +131,7 @@ def test_who_holds_reports_our_own_pid(tmp_path) -> None:
         link.symlink_to(path)  # like /dev/serial/by-id/...
         for name in (path, str(link)):
             holders = ports.who_holds(name)
-            assert (os.getpid(), ports._command_name(os.getpid())) in holders
+            assert (os.getpid(), platform_support.command_name(os.getpid())) in holders
         assert ports.describe_holders(holders).startswith("PID ")
     finally:
         os.close(slave)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from mpkernel import doctor as doctorlib
+from mpkernel import platform_support as plat
 from mpkernel import ports as portlib
 from mpkernel.errors import MpkernelError
 from mpkernel.magics import MagicContext, arg, magic
@@ -22,11 +22,7 @@ def ports(ctx: MagicContext, args: Any) -> None:
 
 
 def _same_port(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    if "://" in a or "://" in b:
-        return False
-    return os.path.realpath(a) == os.path.realpath(b)
+    return a == b or plat.same_port(a, b)
 
 
 @magic(
@@ -38,10 +34,11 @@ def _same_port(a: str, b: str) -> bool:
 def doctor(ctx: MagicContext, args: Any) -> None:
     """Explain in plain words why a board does not answer, and what to do.
 
-    Checks, each with a time limit: the port exists, permission (the dialout group), another
-    program holding it, what arrives when listening, what answers Ctrl-C / Ctrl-B, the common
-    baud rates, an ESP ROM bootloader, CircuitPython or other firmware. If the kernel is
-    connected to that port, it lets go for the check and reconnects afterwards.
+    Checks, each with a time limit: the port exists (on Windows and macOS also whether a
+    USB-serial chip lacks its driver), permission, another program holding it, what arrives
+    when listening, what answers Ctrl-C / Ctrl-B, the common baud rates, an ESP ROM
+    bootloader, CircuitPython or other firmware. If the kernel is connected to that port, it
+    lets go for the check and reconnects afterwards.
     """
     port = args.port
     if port is None:
@@ -51,8 +48,11 @@ def doctor(ctx: MagicContext, args: Any) -> None:
         try:
             port = ctx.resolve_port()
         except MpkernelError as err:
-            # No port can be chosen: that is the diagnosis.
+            # No port can be chosen: that is the diagnosis, unless a chip lacks its driver.
             ctx.write(err.user_text() + "\n")
+            drivers = doctorlib.check_drivers()
+            if drivers is not None:
+                ctx.write(drivers.text() + "\n")
             return
     board = ctx.peek_board()
     baud = args.baud or (board.baudrate if board is not None else 115200)
