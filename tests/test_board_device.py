@@ -24,6 +24,10 @@ PRINTING_LOOP = "import utime\ni=0\nwhile True:\n i+=1\n print('tick', i)\n utim
 SWALLOWING_LOOP = (
     "import utime\nwhile True:\n try:\n  print('tick')\n  utime.sleep_ms(200)\n except:\n  pass"
 )
+# The micro:bit's firmware resets with microbit.reset(); other ports with machine.reset().
+RESET_ITSELF = (
+    "try:\n import microbit as m\nexcept ImportError:\n import machine as m\nm.reset()"
+)
 SILENT_SWALLOWING = "import utime\nwhile True:\n try:\n  utime.sleep_ms(300)\n except:\n  pass"
 
 
@@ -106,7 +110,10 @@ def test_a_program_swallowing_ctrl_c_ends_the_cell_with_the_reason(
     assert "catches KeyboardInterrupt" in str(info.value)
     assert "%rescue" in info.value.hint and "re-flash" not in info.value.user_text()
     assert any("keeps printing" in note for note in notes)
-    # The program really is still running; the reset button brings the board back.
+    # As the message says, the program is still running on the board: it keeps printing.
+    relay.clear_board_output()
+    assert relay.wait_board_output(b"tick\r\n", 2.0) and relay.wait_board_output(b"tick\r\n", 2.0)
+    # The reset button brings the board back.
     relay.reset_board()
     assert run(board, "print('back')").strip() == "back"
     assert any("reset since the last cell; its variables are gone" in note for note in notes)
@@ -131,10 +138,10 @@ def test_hard_reset_during_a_cell_ends_it_with_the_boot_output(board: Board) -> 
     shown: list[str] = []
     start = time.monotonic()
     with pytest.raises(BoardReset) as info:
-        run(board, "print('before')\nimport microbit\nmicrobit.reset()", on_output=shown.append)
+        run(board, "print('before')\n" + RESET_ITSELF, on_output=shown.append)
     assert time.monotonic() - start < 2.0
     assert "its variables are gone" in str(info.value)
-    assert "MicroPython v1.9.2" in info.value.boot_output
+    assert "MicroPython v1." in info.value.boot_output
     assert "".join(shown).strip() == "before"  # the boot text is not shown as output
     assert run(board, "print('gone' in globals())").strip() == "False"
 
@@ -144,7 +151,7 @@ def test_reset_button_mid_output_is_noticed(board: Board, relay: Relay) -> None:
     after(0.5, relay.reset_board)
     with pytest.raises(BoardReset) as info:
         run(board, PRINTING_LOOP, on_output=shown.append)
-    assert "MicroPython v1.9.2" in info.value.boot_output
+    assert "MicroPython v1." in info.value.boot_output
     assert "\x00" not in "".join(shown) and "MicroPython" not in "".join(shown)
     assert run(board, "print(1)").strip() == "1"
 
@@ -159,7 +166,7 @@ def test_reset_between_cells_is_reported_before_the_next_cell(
     assert run(board, "print('gone' in globals())").strip() == "False"
     text = "".join(notes)
     assert "reset since the last cell; its variables are gone" in text
-    assert "MicroPython v1.9.2" in text  # with the boot output
+    assert "MicroPython v1." in text  # with the boot output
 
 
 def test_soft_reset_between_cells_is_reported(board: Board, relay: Relay) -> None:
@@ -192,12 +199,15 @@ def test_hard_reset_through_rts_on_rfc2217(rfc2217_relay: Relay) -> None:
         board.close()
 
 
+@pytest.mark.boards("microbit", reason="only firmware without raw-paste must hold a whole cell")
 def test_a_large_cell_is_refused_and_the_board_still_answers(board: Board) -> None:
-    big = "x = 1\n" * 2000  # 12 KB: would wedge the micro:bit in plain raw mode
+    big = "refused_cell_ran = 1\n" + "x = 1\n" * 2000  # 12 KB: would wedge a micro:bit
     with pytest.raises(CellRefused) as info:
         run(board, big)
+    assert str(info.value).startswith(f"This cell is {len(big)} bytes;")
     assert "Nothing was sent" in str(info.value) and "%%writefile" in info.value.hint
-    assert run(board, "print('alive')").strip() == "alive"
+    # Nothing was sent indeed: its first line never ran, and the board answers.
+    assert run(board, "print('refused_cell_ran' in globals())").strip() == "False"
 
 
 def test_stale_bytes_either_way_do_not_confuse_the_next_cell(
@@ -240,6 +250,7 @@ def test_importing_a_broken_module_runs_the_cell_once(board: Board) -> None:
         run(board, f"import os\nos.remove('{name}.py')")
 
 
+@pytest.mark.boards("microbit", reason="raw-paste has flow control; plain raw mode loses bytes")
 def test_a_program_garbled_on_the_wire_is_resent_and_runs_once(
     board: Board, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ board that answers the next cell.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -125,7 +126,12 @@ def test_catch_main_py_that_lets_ctrl_c_through(
         start = time.monotonic()
         summary = board.connect()
         assert time.monotonic() - start < 2.0
-        assert "Stopped main.py at line" in summary and "its last output: pub" in summary
+        # The facts it states: a line of main.py's loop, and a count main.py really printed.
+        said = re.search(r"Stopped main\.py at line (\d+), which was running; its last "
+                         r"output: pub (\d+)", summary)
+        assert said is not None, summary
+        line = MAIN_LETS_THROUGH.splitlines()[int(said[1]) - 1]
+        assert line.startswith(" ") and int(said[2]) >= 2, (line, summary)  # in the loop
         alive(board)
     finally:
         board.close()
@@ -193,6 +199,8 @@ def test_rescue_without_modem_lines_explains_and_waits_for_the_button(
         assert "has no modem lines" in said and "Press and release the board's reset button" in said
         assert "main.py is unchanged" in summary and "re-flash" not in summary
         alive(board)
+        main_py = run(board, "print(open('main.py').read(), end='')")
+        assert main_py.replace("\r\n", "\n") == MAIN_SWALLOWS  # the board prints \n as \r\n
     finally:
         board.close()
 
