@@ -518,3 +518,15 @@ def test_missing_qemu_message_says_how_to_get_it_on_macos(on, monkeypatch) -> No
     with pytest.raises(SimulatorMissing) as caught:
         find_qemu("sudo apt-get install qemu-system-arm")
     assert "brew install qemu" in caught.value.hint and "apt-get" not in caught.value.hint
+
+
+def test_default_emulated_board_says_how_to_get_qemu_on_windows(on, monkeypatch,
+                                                              tmp_path) -> None:
+    from mpkernel.sim import SimulatorMissing, check_installed
+
+    on("win32")
+    monkeypatch.setattr(platform_support, "find_qemu_binary", lambda: None)
+    with pytest.raises(SimulatorMissing) as caught:
+        check_installed(tmp_path / "firmware.hex")
+    assert "missing qemu-system-arm" in str(caught.value)
+    assert "QEMU for Windows" in caught.value.hint and "apt-get" not in caught.value.hint

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mpkernel import platform_support
 from mpkernel.sim._qemu import QemuBoard, SimulatorMissing, find_qemu
 
 FIRMWARE_HEX = Path("/usr/share/firmware-microbit-micropython/firmware.hex")
@@ -30,7 +31,8 @@ def check_installed(firmware: Path = FIRMWARE_HEX) -> str:
         missing.append(f"the micro:bit firmware {firmware} (package firmware-microbit-micropython)")
     if missing:
         raise SimulatorMissing(
-            "The emulated board cannot start: missing " + " and ".join(missing) + ".", INSTALL_HINT
+            "The emulated board cannot start: missing " + " and ".join(missing) + ".",
+            INSTALL_HINT if qemu else platform_support.qemu_install_hint(INSTALL_HINT),
         )
     return qemu
 
