@@ -213,6 +213,8 @@ def _open_port(port: str) -> serial.SerialBase:
         ser = serial.serial_for_url(port, exclusive=True, do_not_open=True)
         ser.open()
     except (serial.SerialException, OSError, ValueError) as err:
+        if plat.classify_open_error(err) == "busy":  # Windows says "Access is denied"
+            raise FlashError(*plat.busy_text(port, plat.find_holders(port))) from None
         raise FlashError(f"Could not open {port}: {err}",
                          "Check the port name (%ports), and that no other program (a serial "
                          "monitor, another notebook) holds it.") from None

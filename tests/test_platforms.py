@@ -530,3 +530,34 @@ def test_default_emulated_board_says_how_to_get_qemu_on_windows(on, monkeypatch,
         check_installed(tmp_path / "firmware.hex")
     assert "missing qemu-system-arm" in str(caught.value)
     assert "QEMU for Windows" in caught.value.hint and "apt-get" not in caught.value.hint
+
+
+def test_flashing_a_busy_windows_port_names_the_usual_holders(on, monkeypatch) -> None:
+    on("win32")
+    monkeypatch.setattr(flash.serial, "serial_for_url",
+                        lambda url, **kw: FakeSerial(url, WIN_BUSY))
+    with pytest.raises(flash.FlashError) as caught:
+        flash._open_port("COM3")
+    assert str(caught.value).startswith("Port COM3 is in use by another program")
+    assert "Arduino IDE" in caught.value.hint and "Access is denied" not in str(caught.value)
+
+
+def test_windows_device_not_functioning_is_not_called_missing(on, monkeypatch) -> None:
+    on("win32")
+    fake_pyserial(monkeypatch, serial.SerialException(
+        "could not open port 'COM3': OSError(22, 'A device attached to the system is not "
+        "functioning.', None, 31)"))
+    with pytest.raises(PortError) as caught:
+        link.Link("COM3")
+    assert "not working" in caught.value.hint and "driver" in caught.value.hint
+
+
+def test_a_board_without_serial_number_is_found_again_on_its_com_port(on) -> None:
+    from mpkernel.board import Board
+
+    on("win32")
+    present: list = []
+    board = Board("COM3", lister=lambda: present)
+    assert board._find_again() is None  # unplugged: Windows lists no COM3
+    present.extend(WIN_PORTS)
+    assert board._find_again() == "COM3"
