@@ -6,7 +6,6 @@ import ast
 import hashlib
 import os
 import select
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from harness.relay import open_board
 
-from mpkernel import sim
+from mpkernel import platform_support, sim
 from mpkernel.board import Board
 from mpkernel.errors import MpkernelError
 from mpkernel.sim.cache import find_firmware
@@ -29,7 +28,7 @@ def test_missing_firmware_names_the_package_and_the_command(tmp_path: Path) -> N
 
 
 def test_missing_qemu_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(platform_support, "find_qemu_binary", lambda: None)
     with pytest.raises(sim.SimulatorMissing) as info:
         sim.check_installed()
     assert "qemu-system-arm" in str(info.value)
@@ -38,7 +37,7 @@ def test_missing_qemu_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_connecting_to_sim_without_qemu_fails_with_that_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(platform_support, "find_qemu_binary", lambda: None)
     with pytest.raises(sim.SimulatorMissing):
         Board("sim").connect()
 

@@ -34,9 +34,12 @@ typedef struct {
 #define UART_INT_RX (1u << 1)
 #define UART0_RX_IRQ (0)
 
-// AN385 runs the CPU at 25 MHz; SysTick counts CPU cycles.
+// AN385 runs the CPU at 25 MHz; SysTick counts CPU cycles. It interrupts every 10 ms, not
+// every 1: each interrupt wakes QEMU on the host, and an idle board should cost it little.
+// Milliseconds come from the counter in between, so time still has 1 ms resolution.
 #define CPU_HZ (25000000u)
 #define CYCLES_PER_MS (CPU_HZ / 1000u)
+#define TICK_MS (10u)
 
 // The filesystem block device's memory (PSRAM, a file on the host: see _boot.py).
 #define EXC_SYSTICK (15)
@@ -50,7 +53,7 @@ static uint8_t rx_ring[RX_RING_SIZE];
 static volatile uint32_t rx_head; // written by the interrupt
 static volatile uint32_t rx_tail; // written by the reader
 
-static volatile uint32_t ticks_ms;
+static volatile uint32_t tick_base_ms; // advanced by TICK_MS per SysTick interrupt
 static uint64_t boot_time_ns; // host clock at boot, from semihosting
 static int reset_cause;
 
@@ -62,7 +65,7 @@ static inline void wait_for_interrupt(void) {
 }
 
 static void systick_handler(void) {
-    ticks_ms = ticks_ms + 1;
+    tick_base_ms = tick_base_ms + TICK_MS;
 }
 
 static void uart0_rx_handler(void) {
@@ -109,7 +112,7 @@ int __wrap_uart_rx_chr(void) {
         return c;
     }
     // A byte that arrives between the check above and WFI is picked up at the next tick, at
-    // most 1 ms later. (Masking interrupts around WFI would close that gap on hardware, but
+    // most 10 ms later (a window of a few instructions: rare). (Masking interrupts around WFI would close that gap on hardware, but
     // QEMU 7.2 does not wake a Cortex-M from WFI for an interrupt masked by PRIMASK.)
     wait_for_interrupt();
     // A Ctrl-C that came in while code waits for input (input(), stdin.read) ends the wait.
@@ -129,20 +132,23 @@ uintptr_t __wrap_mp_hal_stdio_poll(uintptr_t poll_flags) {
     return ret;
 }
 
-mp_uint_t mp_hal_ticks_ms(void) {
-    return ticks_ms;
-}
-
 // Milliseconds and the cycles into the current millisecond, read consistently.
 static void ticks_now(uint32_t *ms, uint32_t *cycles) {
     uint32_t m1, m2, val;
     do {
-        m1 = ticks_ms;
+        m1 = tick_base_ms;
         val = SYST_CVR;
-        m2 = ticks_ms;
+        m2 = tick_base_ms;
     } while (m1 != m2);
-    *ms = m1;
-    *cycles = (CYCLES_PER_MS - 1) - val;
+    uint32_t into = (TICK_MS * CYCLES_PER_MS - 1) - val; // cycles since the last interrupt
+    *ms = m1 + into / CYCLES_PER_MS;
+    *cycles = into % CYCLES_PER_MS;
+}
+
+mp_uint_t mp_hal_ticks_ms(void) {
+    uint32_t ms, cycles;
+    ticks_now(&ms, &cycles);
+    return ms;
 }
 
 mp_uint_t mp_hal_ticks_us(void) {
@@ -164,11 +170,18 @@ uint64_t mp_hal_time_ns(void) {
 }
 
 void mp_hal_delay_ms(mp_uint_t ms) {
-    uint32_t start = ticks_ms;
-    while (ticks_ms - start < ms) {
+    uint32_t start = mp_hal_ticks_ms();
+    for (;;) {
         // Ctrl-C and scheduled callbacks are handled while sleeping, like a real port.
         mp_handle_pending(true);
-        wait_for_interrupt();
+        uint32_t passed = mp_hal_ticks_ms() - start;
+        if (passed >= ms) {
+            return;
+        }
+        if (ms - passed > TICK_MS) {
+            wait_for_interrupt(); // the next tick (or a byte) is no later than due
+        }
+        // else: the last few milliseconds by the clock, so sleep_ms(1) is 1 ms, not 10
     }
 }
 
@@ -221,7 +234,7 @@ static void hardware_init(void) {
     SCB_VTOR = (uint32_t)vectors;
 
     boot_time_ns = (uint64_t)semihosting_time() * 1000000000ull;
-    SYST_RVR = CYCLES_PER_MS - 1;
+    SYST_RVR = TICK_MS * CYCLES_PER_MS - 1;
     SYST_CVR = 0;
     SYST_CSR = 7; // processor clock, interrupt, enable
 
