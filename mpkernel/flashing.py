@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import firmware as fw
+from mpkernel import platform_support as plat
 from mpkernel.caps import Capabilities
 from mpkernel.display import Progress, TextProgress
 from mpkernel.errors import MpkernelError
@@ -103,7 +104,7 @@ def run_flash(args: argparse.Namespace, io: FlashIO, *, board: Board | None,
     port = args.port or (board.url if board is not None else None)
     if port is None:
         if default_port is None:
-            raise FlashError("No port to flash.", "Give one: --port /dev/ttyUSB0")
+            raise FlashError("No port to flash.", f"Give one: --port {plat.example_port()}")
         port = default_port()
     target = board if board is not None and board.url == port else board_for(port)
     if target.identity is None:

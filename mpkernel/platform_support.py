@@ -26,6 +26,8 @@ from typing import Any
 
 PLATFORM: str = sys.platform
 
+_CREATE_NO_WINDOW = 0x08000000
+
 #: runner(argv) -> the command's stdout; raises OSError when the tool is missing
 Runner = Callable[[list[str]], str]
 
@@ -40,7 +42,11 @@ def system() -> str:
 
 
 def _run(argv: list[str], timeout: float = 10.0) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    # A kernel started from a GUI has no console; without CREATE_NO_WINDOW each PowerShell
+    # call would flash one up on Windows.
+    flags = _CREATE_NO_WINDOW if system() == "windows" else 0
+    done = subprocess.run(argv, capture_output=True, text=True, errors="replace",
+                          timeout=timeout, check=False, creationflags=flags)
     return done.stdout
 
 
@@ -420,8 +426,26 @@ def mounted_volumes(kernel32: Any = None) -> list[tuple[str, Path]] | None:
     return None
 
 
+def _kernel32() -> Any:
+    """Our own kernel32 handle with exact signatures (HANDLE is 64-bit; ctypes' int default
+    would truncate it), leaving ctypes.windll.kernel32 as other code expects it."""
+    from ctypes import wintypes
+
+    k32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    k32.CreateJobObjectW.restype = wintypes.HANDLE
+    k32.CreateJobObjectW.argtypes = [ctypes.c_void_p, wintypes.LPCWSTR]
+    k32.SetInformationJobObject.argtypes = [wintypes.HANDLE, ctypes.c_int, ctypes.c_void_p,
+                                            wintypes.DWORD]
+    k32.AssignProcessToJobObject.argtypes = [wintypes.HANDLE, wintypes.HANDLE]
+    k32.CloseHandle.argtypes = [wintypes.HANDLE]
+    k32.GetLogicalDrives.restype = wintypes.DWORD
+    k32.SetErrorMode.restype = wintypes.UINT
+    k32.SetErrorMode.argtypes = [wintypes.UINT]
+    return k32
+
+
 def _windows_volumes(kernel32: Any = None) -> list[tuple[str, Path]]:
-    k32 = kernel32 if kernel32 is not None else ctypes.windll.kernel32  # type: ignore[attr-defined]
+    k32 = kernel32 if kernel32 is not None else _kernel32()
     found = []
     # An empty card reader or DVD drive would pop up "There is no disk in the drive" without
     # this error mode.
@@ -568,7 +592,7 @@ class _ExtendedLimits(ctypes.Structure):
 
 
 def _job_tie(proc: subprocess.Popen[Any], kernel32: Any = None) -> Tie:
-    k32 = kernel32 if kernel32 is not None else ctypes.windll.kernel32  # type: ignore[attr-defined]
+    k32 = kernel32 if kernel32 is not None else _kernel32()
     job = k32.CreateJobObjectW(None, None)
     if not job:
         return Tie()  # no job object: the child outlives a killed kernel, as before
