@@ -19,6 +19,8 @@ Scenarios:
   circuitpython  CircuitPython at its prompt
   at             an AT-command firmware (answers OK)
   arduino        a sketch that printed two lines at start and then nothing
+  micropython    a raw REPL that runs what it is sent (rawrepl_device.FakeDevice with the
+                 host's Python): enough for Board to connect and run cells
 """
 
 from __future__ import annotations
@@ -103,6 +105,26 @@ def garble(data: bytes) -> bytes:
     return bytes(0x80 | ((b * 7) & 0x1F) for b in data)
 
 
+class RunningBoard:
+    """The `micropython` scenario: FakeBoard's interface over a FakeDevice that runs code."""
+
+    def __init__(self) -> None:
+        from fakes.rawrepl_device import FakeDevice, PythonRunner
+
+        self.device = FakeDevice(paste_window=None, runner=PythonRunner())
+        self.device.mode = "friendly"  # a board at rest shows its friendly prompt
+
+    @property
+    def out(self) -> bytearray:
+        return self.device.out
+
+    def advance(self) -> None:
+        """Output appears as bytes are fed; nothing happens with time alone."""
+
+    def feed(self, data: bytes) -> None:
+        self.device.write(data)
+
+
 class Serial(SerialBase):
     def open(self) -> None:
         if self._port is None:
@@ -111,7 +133,7 @@ class Serial(SerialBase):
         if url.scheme != "fakeserial":
             raise SerialException(f"expected a fakeserial:// URL, got {self._port!r}")
         self.device_baud = int(parse_qs(url.query).get("baud", ["115200"])[0])
-        self.board = FakeBoard(url.netloc)
+        self.board = RunningBoard() if url.netloc == "micropython" else FakeBoard(url.netloc)
         self.is_open = True
 
     def close(self) -> None:
