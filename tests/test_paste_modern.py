@@ -20,7 +20,7 @@ from jupyter_client.manager import KernelManager
 
 from mpkernel.board import Board
 from mpkernel.cli import spec_dir_with_argv
-from mpkernel.errors import BoardReset, Interrupted
+from mpkernel.errors import BoardReset, DeviceError, Interrupted
 from mpkernel.sim import ModernBoard, SimulatorMissing
 
 pytestmark = pytest.mark.device
@@ -166,3 +166,28 @@ def test_a_50_kb_cell_ending_in_an_expression_shows_its_result(modern_kernel: An
     reply = kc.execute_interactive(BIG_CELL + "total", timeout=60, output_hook=collect)
     assert reply["content"]["status"] == "ok", errors
     assert results == [str(BIG_TOTAL)]
+
+
+def test_a_syntax_error_early_in_a_large_paste_stops_the_upload(
+    clean: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The board compiles as it reads: at line 3 it stops reading and says so (0x04); the
+    # host stops sending instead of pushing the other 50 KB.
+    cell = BIG_CELL.replace("total = 0\n", "total = = 0\n")
+    assert clean.link is not None
+    write = clean.link.write
+    sent = [0]
+
+    def counting(data: bytes) -> None:
+        sent[0] += len(data)
+        write(data)
+
+    monkeypatch.setattr(clean.link, "write", counting)
+    with pytest.raises(DeviceError) as info:
+        run(clean, cell)
+    monkeypatch.undo()
+    assert info.value.ename == "SyntaxError"
+    assert any('File "<stdin>", line 2' in line for line in info.value.traceback)
+    assert sent[0] < 2_000, sent[0]  # a few windows of 128 bytes, not 53 KB
+    assert not marker_exists(clean)  # a compile error: nothing ran
+    assert run(clean, "print('next')").strip() == "next"
