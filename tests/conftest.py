@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from harness.fixtures import (  # noqa: F401  (registered by their short names)
+    default_boards,
     microbit_sim_fixture,
     qemu_sim_fixture,
     relay_fixture,
@@ -37,17 +38,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (not skip) a device test on a board its `boards` marker leaves out: a test that
-    cannot apply there (the micro:bit's own modules) is not a pass on that board."""
+    """Keep a device test only on the boards it runs on: those its `boards` marker names, else
+    those MPK_BOARDS names. The others are deselected, not skipped: a test that does not apply
+    to a board (or is not yet expected to pass there) is not a pass on that board."""
+    defaults = default_boards()
     keep, drop = [], []
     for item in items:
-        marker = item.get_closest_marker("boards")
         callspec = getattr(item, "callspec", None)
         board = callspec.params.get("sim") if callspec is not None else None
-        if marker is not None and board is not None and board not in marker.args:
-            drop.append(item)
-        else:
-            keep.append(item)
+        marker = item.get_closest_marker("boards")
+        wanted = marker.args if marker is not None else defaults
+        (keep if board is None or board in wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -43,21 +43,21 @@ def qemu_sim_fixture() -> Iterator[QemuBoard]:
     yield from _started(ModernBoard(fresh=True))
 
 
-def board_names() -> list[str]:
-    """The emulated boards device tests run on: MPK_BOARDS=microbit,qemu for both.
+def default_boards() -> list[str]:
+    """The boards an unmarked device test runs on: MPK_BOARDS=microbit,qemu for both.
 
-    The micro:bit alone by default until the device tests pass on the modern board too (the
-    modern board's own tests, tests/test_sim.py, always run).
+    The micro:bit alone by default until the device tests pass on the modern board too. A
+    test marked `@pytest.mark.boards(...)` runs on exactly the boards it names, whatever
+    MPK_BOARDS says (tests/conftest.py deselects the other combinations).
     """
     return [name for name in os.environ.get("MPK_BOARDS", "microbit").split(",") if name]
 
 
-@pytest.fixture(scope="session", name="sim", params=board_names())
+@pytest.fixture(scope="session", name="sim", params=["microbit", "qemu"])
 def sim_fixture(request: pytest.FixtureRequest) -> QemuBoard:
     """The emulated board a device test runs on; each such test runs once per board.
 
-    `@pytest.mark.boards("microbit", reason=...)` limits a test to the boards it applies to
-    (conftest deselects the others, with the reason in the report's deselection count).
+    A board starts only if some selected test uses it.
     """
     return request.getfixturevalue(f"{request.param}_sim")
 
