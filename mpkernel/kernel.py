@@ -15,7 +15,7 @@ from typing import Any
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
-from mpkernel import __version__, cells, display
+from mpkernel import __version__, cells, display, platform_support
 from mpkernel.board import Board
 from mpkernel.connect import BoardSettings, new_board, replace_board
 from mpkernel.errors import MpkernelError
@@ -150,6 +150,11 @@ class MicroPythonKernel(IPythonKernel):
         )
 
     # -- executing --------------------------------------------------------------------------
+    def _send_interrupt_children(self) -> None:
+        # ipykernel drops message-mode interrupts on Windows; platform_support delivers them.
+        if not platform_support.deliver_interrupt_message():
+            super()._send_interrupt_children()
+
     @contextmanager
     def _interrupts_to_board(self) -> Iterator[None]:
         # Both kernelspec interrupt modes arrive as SIGINT in this thread. Turning it into a

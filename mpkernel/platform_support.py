@@ -465,6 +465,24 @@ def _windows_volumes(kernel32: Any = None) -> list[tuple[str, Path]]:
     return found
 
 
+# --- Jupyter's interrupt --------------------------------------------------------------------
+
+
+def deliver_interrupt_message() -> bool:
+    """Handle a message-mode interrupt here where ipykernel does not; True if handled.
+
+    On Windows ipykernel answers an interrupt_request with "Interrupt message not supported
+    on Windows" and does nothing. interrupt_main(SIGINT) runs the main thread's SIGINT
+    handler (Python 3.10+), exactly what the signal mode and its Windows interrupt event do.
+    """
+    if system() != "windows":
+        return False
+    import _thread
+
+    _thread.interrupt_main(signal.SIGINT)
+    return True
+
+
 # --- a child process that ends with ours (the emulated board's QEMU) -------------------------
 
 _CREATE_NEW_PROCESS_GROUP = 0x00000200

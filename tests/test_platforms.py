@@ -561,3 +561,32 @@ def test_a_board_without_serial_number_is_found_again_on_its_com_port(on) -> Non
     assert board._find_again() is None  # unplugged: Windows lists no COM3
     present.extend(WIN_PORTS)
     assert board._find_again() == "COM3"
+
+
+def test_windows_message_mode_interrupt_reaches_the_cells_handler(on, monkeypatch) -> None:
+    # ipykernel's own _send_interrupt_children only logs "not supported on Windows"; the
+    # kernel's override must run the SIGINT handler the cell installed, in the main thread.
+    import threading
+
+    from ipykernel import kernelbase
+
+    from mpkernel.kernel import MicroPythonKernel
+
+    on("win32")
+    monkeypatch.setattr(kernelbase, "os", SimpleNamespace(name="nt"))  # ipykernel's own test
+    logged: list[str] = []
+    kernel = SimpleNamespace(log=SimpleNamespace(error=logged.append))
+    seen: list[str] = []
+    previous = signal.signal(signal.SIGINT,
+                             lambda *a: seen.append(threading.current_thread().name))
+    try:
+        control = threading.Thread(  # ipykernel answers interrupt_request on its control thread
+            target=MicroPythonKernel._send_interrupt_children, args=(kernel,))
+        control.start()
+        control.join()
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [threading.main_thread().name] and logged == []
