@@ -590,3 +590,26 @@ def test_windows_message_mode_interrupt_reaches_the_cells_handler(on, monkeypatc
     finally:
         signal.signal(signal.SIGINT, previous)
     assert seen == [threading.main_thread().name] and logged == []
+
+
+def _magic(line: str, name: str) -> str:
+    from mpkernel.magics import MagicContext, registry
+
+    out: list[str] = []
+    ctx = MagicContext(get_board=lambda: None, write=out.append, make_progress=None)
+    spec = registry()[name]
+    spec.handler(ctx, spec.parse(line))
+    return "".join(out)
+
+
+def test_ports_magic_with_no_board_names_a_missing_driver(on, monkeypatch) -> None:
+    on("win32")
+    monkeypatch.setattr(ports, "_default_lister", lambda: [WIN_PORTS[0]])  # COM1 only
+    monkeypatch.setattr(platform_support, "_run", lambda argv: PNP_CH340_NO_DRIVER)
+    text = _magic("", "%ports")
+    assert "COM1" in text and "CH340" in text and "Install WCH's CH341SER driver" in text
+    # With the driver installed the board is listed, and nothing is said about drivers.
+    monkeypatch.setattr(ports, "_default_lister", lambda: WIN_PORTS)
+    monkeypatch.setattr(platform_support, "_run",
+                        lambda argv: PNP_CH340_NO_DRIVER.replace("|28|", "|0|"))
+    assert "driver" not in _magic("", "%ports")

@@ -16,9 +16,16 @@ def ports(ctx: MagicContext, args: Any) -> None:
     """List serial ports and what each one probably is (from its USB VID/PID).
 
     Likely boards come first. Connect to one with %connect PORT, or %connect sim for the
-    emulated micro:bit.
+    emulated micro:bit. With no board listed, it also says whether a USB-serial chip is
+    plugged in without its driver (Windows, macOS).
     """
-    ctx.write(portlib.format_ports(portlib.list_ports()) + "\n")
+    found = portlib.list_ports()
+    ctx.write(portlib.format_ports(found) + "\n")
+    if not any(p.is_likely_board for p in found):
+        # A board whose USB-serial chip has no driver gets no port at all (Windows, macOS).
+        drivers = doctorlib.check_drivers()
+        if drivers is not None:
+            ctx.write(f"{drivers.summary}\n{drivers.next_step}\n")
 
 
 def _same_port(a: str, b: str) -> bool:
