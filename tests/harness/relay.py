@@ -55,6 +55,7 @@ class BoardLike(Protocol):
     """What the relay needs from the board: `mpkernel.sim.Simulator` fits."""
 
     pty_path: str
+    banner: str
 
     def monitor(self, command: str, timeout: float = ...) -> str: ...
 
