@@ -364,6 +364,22 @@ def test_machine_reset_reboots_and_runs_boot_and_main(console: Console) -> None:
 
 
 @pytest.mark.device
+def test_ctrl_c_during_boot_py_skips_main_py(qemu_sim: sim.QemuBoard, console: Console) -> None:
+    _write_file(console, "boot.py", "import time\nprint('boot.py sleeps')\ntime.sleep(3)\n")
+    _write_file(console, "main.py", "print('main.py ran')\n")
+    try:
+        qemu_sim.hard_reset()
+        console.read_until(b"boot.py sleeps\r\n", timeout=5)
+        console.write(b"\x03")
+        stopped = console.read_until(b">>> ", timeout=3)
+        assert b'File "boot.py", line 3, in <module>\r\nKeyboardInterrupt' in stopped
+        assert b"main.py ran" not in stopped
+        console.sync()
+    finally:
+        console.run("import os\nos.remove('main.py')\nos.remove('boot.py')\n")
+
+
+@pytest.mark.device
 def test_connecting_to_sim_qemu_names_the_board(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -253,10 +253,11 @@ void mpk_board_init(void) {
         hardware_init();
     }
     // _boot.py mounts littlefs (formatting it the first time), then the user's boot.py and,
-    // outside the raw REPL (a soft reset from raw mode skips it, like real ports), main.py.
+    // as on the rp2 and ESP32 ports, main.py unless boot.py raised (Ctrl-C at boot included)
+    // or this is a soft reset from the raw REPL.
     pyexec_frozen_module("_boot.py", false);
-    pyexec_file_if_exists("boot.py");
-    if (pyexec_mode_kind == PYEXEC_MODE_FRIENDLY_REPL) {
+    int ret = pyexec_file_if_exists("boot.py");
+    if (ret != 0 && pyexec_mode_kind == PYEXEC_MODE_FRIENDLY_REPL) {
         pyexec_file_if_exists("main.py");
     }
 }
