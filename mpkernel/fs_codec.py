@@ -92,7 +92,10 @@ def encode_chunk(data: bytes, *, binascii: bool, deflate: bool) -> Encoded:
     if binascii:
         options.append(Encoded("base64", f"__b64({base64.b64encode(data).decode()!r})"))
         if deflate and len(data) >= 64:
-            packed = zlib.compress(data, 9)[2:-4]  # raw deflate: no zlib header or trailer
+            # Raw deflate with a 512-byte window, the one the board's DeflateIO is given
+            # (its default is 256 bytes: a 32 KB window gave EINVAL there, issue 9).
+            packer = zlib.compressobj(9, zlib.DEFLATED, -9)
+            packed = packer.compress(data) + packer.flush()
             options.append(Encoded("deflate", f"__inf({base64.b64encode(packed).decode()!r})"))
     return min(options, key=len)
 

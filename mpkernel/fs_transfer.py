@@ -559,7 +559,7 @@ def exec_upload(
                   " from ubinascii import a2b_base64 as __b64\n")
     if deflate:
         setup += ("def __inf(s):\n import deflate,io\n"
-                  " return deflate.DeflateIO(io.BytesIO(__b64(s)),deflate.RAW).read()\n")
+                  " return deflate.DeflateIO(io.BytesIO(__b64(s)),deflate.RAW,9).read()\n")
     board.exec(setup)
     wire = 0
     try:
