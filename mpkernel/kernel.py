@@ -15,7 +15,7 @@ from typing import Any
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
-from mpkernel import __version__, cells, display, platform_support
+from mpkernel import __version__, cells, display, output_filters, platform_support
 from mpkernel.board import Board
 from mpkernel.connect import BoardSettings, new_board, replace_board
 from mpkernel.errors import MpkernelError
@@ -59,6 +59,8 @@ class MicroPythonKernel(IPythonKernel):
         self.chosen_port = ""  # set by %connect; wins over everything else
         self.magic_state: dict[str, Any] = {}
         self._frontend_has_widgets = False
+        # Host code taking part in board cells (see output_filters), by feature name.
+        self.cell_filters: dict[str, output_filters.FilterFactory] = {}
 
     # -- where the board is -----------------------------------------------------------------
     def resolve_port(self) -> str:
@@ -270,9 +272,12 @@ class MicroPythonKernel(IPythonKernel):
             if not silent:
                 lines.feed(cleaner.feed(text))
 
+        active = output_filters.ActiveFilters(self.cell_filters, board)
+        filtered_output, on_idle = active.wrap(on_output, lines.idle)
         try:
-            board.exec(code, on_output=on_output, on_idle=lines.idle)
+            board.exec(code, on_output=filtered_output, on_idle=on_idle)
         finally:
+            active.close()
             if not silent:
                 lines.feed(cleaner.flush())
                 lines.flush()

@@ -1,0 +1,58 @@
+"""Cell output filters: host code that takes part in a board cell while it runs.
+
+A feature that talks with a program on the board through the cell's own output (the MQTT
+bridge relays frames the board prints) registers a factory in the kernel's `cell_filters`.
+For each board cell, every factory makes a filter that sees the output text first (and
+returns what the user should see), is called at every read tick, and is closed when the cell
+ends, however it ends. Filters run in the kernel's main thread, between the reads of the
+cell's output, so they may write to the board's link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from mpkernel.board import Board
+
+
+class CellFilter(Protocol):
+    def feed(self, text: str) -> str: ...
+
+    def idle(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+FilterFactory = Callable[["Board"], CellFilter]
+
+
+class ActiveFilters:
+    """The filters of one running cell, chained in registration order."""
+
+    def __init__(self, factories: dict[str, FilterFactory], board: Board) -> None:
+        self.filters = [make(board) for make in factories.values()]
+
+    def wrap(
+        self, on_output: Callable[[str], None], on_idle: Callable[[], None]
+    ) -> tuple[Callable[[str], None], Callable[[], None]]:
+        if not self.filters:
+            return on_output, on_idle
+
+        def output(text: str) -> None:
+            for f in self.filters:
+                text = f.feed(text)
+            if text:
+                on_output(text)
+
+        def idle() -> None:
+            for f in self.filters:
+                f.idle()
+            on_idle()
+
+        return output, idle
+
+    def close(self) -> None:
+        for f in self.filters:
+            f.close()
