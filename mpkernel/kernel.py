@@ -186,6 +186,9 @@ class MicroPythonKernel(IPythonKernel):
         cell = cells.parse_cell(code)
         if cell.cell_magic and cell.cell_magic[0] == "host":
             # %%host runs on this computer's Python, with IPython's own machinery.
+            from mpkernel.host import prepare_host_cell
+
+            prepare_host_cell(self)  # the `board` object of host cells
             return await super().do_execute(
                 cell.cell_magic[2], silent, store_history, user_expressions, allow_stdin
             )
