@@ -1,0 +1,233 @@
+"""The `board` object of `%%host` cells: the connected board, reached from the computer's Python.
+
+    board.exec("led.on()")            # runs on the board; its output streams into the cell
+    t = board.eval("sensor.read()")   # a Python value, parsed from the board's repr as a literal
+    data = board.get("log.csv")       # bytes, verified against the board's checksum
+    board.put(b"x = 1\\n", "conf.py")  # or a local file's path; verified and atomic
+
+Values come back through `ast.literal_eval` of the board's repr, never through `eval`: text
+from a device is data, not code. An interrupt (the notebook's stop button) during any of these
+reaches the board's program, and the host cell stops with KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mpkernel import cells
+from mpkernel.display import LineBuffer, StreamCleaner, report_lines
+from mpkernel.errors import DeviceError, Interrupted, MpkernelError
+
+if TYPE_CHECKING:
+    from mpkernel.board import Board
+    from mpkernel.fs import FileSystem
+
+_MARK = cells.RESULT_MARK
+
+
+class BoardError(Exception):
+    """A board operation in a host cell failed; shown as the kernel shows it in board cells
+    (what happened, the board's traceback or the way out), not as a host-side stack."""
+
+    def __init__(self, lines: list[str], cause: MpkernelError) -> None:
+        super().__init__(lines[-1] if isinstance(cause, DeviceError) else str(cause))
+        self.lines = lines
+        self.cause = cause
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows these lines instead of a stack
+        return self.lines
+
+
+class NotALiteral(ValueError):
+    """board.eval's value has a repr that is not a Python literal (a Pin, a function)."""
+
+
+class _Literals(ast.NodeTransformer):
+    """MicroPython reprs that are plain data but not literals: inf, nan, bytearray(b'...')."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in ("inf", "nan"):
+            return ast.copy_location(ast.Constant(float(node.id)), node)
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        if (isinstance(node.func, ast.Name) and node.func.id == "bytearray"
+                and len(node.args) == 1 and not node.keywords
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, bytes)):
+            return ast.copy_location(ast.Constant(node.args[0].value), node)
+        return self.generic_visit(node)
+
+
+def parse_value(text: str, expr: str = "") -> Any:
+    """The value a board's repr stands for, if it is a literal; NotALiteral otherwise."""
+    try:
+        tree = _Literals().visit(ast.parse(text.strip(), mode="eval"))
+        return ast.literal_eval(tree)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        shown = text.strip()
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        raise NotALiteral(
+            f"board.eval({expr!r}): the board's value is {shown}, which is not a Python "
+            "literal, so it cannot come back as a value. Numbers, strings, bytes, None, "
+            "True/False and lists, tuples, dicts and sets of them can. Return str(...) of "
+            "it, or print it with board.exec(...)."
+        ) from None
+
+
+class BoardProxy:
+    """The kernel's board as seen from host Python; every call connects on first use."""
+
+    def __init__(self, kernel: Any) -> None:
+        self._kernel = kernel
+        self._fresh_cell = True
+
+    def new_cell(self) -> None:
+        self._fresh_cell = True
+
+    def __repr__(self) -> str:
+        board = self._kernel.board
+        if board is None or not board.connected:
+            return "<board: not connected yet; the first board.exec/eval/get/put connects>"
+        return f"<board: {board.summary()}>"
+
+    # -- the four operations ----------------------------------------------------------------
+    def exec(self, code: str, *, capture: bool = False, timeout: float | None = None) -> Any:
+        """Run `code` on the board. Its output streams into this cell as it is printed (or,
+        with capture=True, comes back as a string instead). A board exception is raised
+        here with the board's traceback; an interrupt stops the board's program."""
+        out: list[str] = []
+        with self._board_call() as board:
+            cells.refuse_control_bytes(code)
+            self._run(board, code, out.append if capture else None, timeout)
+        return "".join(out) if capture else None
+
+    def eval(self, expr: str, *, timeout: float | None = None) -> Any:
+        """The value of the expression `expr` on the board, as a Python value: its repr is
+        parsed with ast.literal_eval (inf, nan and bytearray are understood too). Output the
+        expression prints on the way streams into the cell."""
+        try:
+            ast.parse(expr.strip(), mode="eval")
+        except SyntaxError as err:
+            raise SyntaxError(
+                f"board.eval takes one expression ({err.msg}); for statements use "
+                "board.exec(...), then board.eval(name)."
+            ) from None
+        result: list[str] = []
+        code = f"print({_MARK!r}+repr((\n{expr.strip()}\n)))"
+        with self._board_call() as board:
+            self._run(board, code, None, timeout, result=result)
+        if not result:
+            raise NotALiteral(f"board.eval({expr!r}): the board printed no value.")
+        return parse_value("".join(result), expr)
+
+    def get(self, path: str) -> bytes:
+        """The bytes of a file on the board, verified against the board's own checksum."""
+        with self._board_call():
+            return self._fs().get(path)
+
+    def put(self, data: bytes | bytearray | str | os.PathLike, path: str) -> None:
+        """Write bytes, or a local file (given by its path), to `path` on the board: verified
+        and atomic (the old file stays until the new one is complete)."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            payload = bytes(data)
+        elif isinstance(data, (str, os.PathLike)):
+            local = Path(data)
+            if not local.is_file():
+                raise FileNotFoundError(
+                    f"board.put: {local} is not a file on this computer. Give bytes to write "
+                    "them (e.g. b'...' or text.encode()), or the path of an existing file."
+                )
+            payload = local.read_bytes()
+        else:
+            raise TypeError(f"board.put takes bytes or a local file's path, not "
+                            f"{type(data).__name__}.")
+        with self._board_call():
+            result = self._fs().put(payload, path)
+        print(result.summary(), flush=True)
+
+    # -- machinery --------------------------------------------------------------------------
+    def _fs(self) -> FileSystem:
+        from mpkernel.fs import FileSystem
+
+        # Shared with the file magics, so the filesystem probe runs once per connection.
+        state = self._kernel.magic_state
+        board = self._kernel.get_board()
+        cached = state.get("fs")
+        if cached is None or cached.board is not board:
+            cached = state["fs"] = FileSystem(board)
+        return cached
+
+    @contextmanager
+    def _board_call(self) -> Iterator[Board]:
+        board = self._kernel.get_board()
+        if self._fresh_cell:
+            board.start_cell()  # interrupts of earlier cells do not stop this one
+            self._fresh_cell = False
+        try:
+            with _interrupts_to(board):
+                yield board
+        except DeviceError as err:
+            if err.ename == "KeyboardInterrupt" and board.interrupt_requested:
+                raise KeyboardInterrupt("the board's program was interrupted") from None
+            raise BoardError(err.traceback or [str(err)], err) from None
+        except Interrupted:
+            raise KeyboardInterrupt("interrupted before the board started") from None
+        except MpkernelError as err:
+            raise BoardError(report_lines(err), err) from None
+
+    def _run(self, board: Board, code: str, capture: Callable[[str], None] | None,
+             timeout: float | None, result: list[str] | None = None) -> None:
+        cleaner = StreamCleaner()
+        lines = LineBuffer(_stdout_write)
+        sink = capture or (lambda text: lines.feed(cleaner.feed(text)))
+
+        def on_output(text: str) -> None:
+            if result is not None:
+                if result:
+                    result.append(text)
+                    return
+                mark = text.find(_MARK)
+                if mark >= 0:
+                    result.append(text[mark + 1:])
+                    text = text[:mark]
+            if text:
+                sink(text)
+
+        try:
+            board.exec(code, on_output=on_output, timeout=timeout, on_idle=lines.idle)
+        finally:
+            lines.feed(cleaner.flush())
+            lines.flush()
+
+
+def _stdout_write(text: str) -> None:
+    # The host cell's stdout is ipykernel's stream, tied to this cell.
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@contextmanager
+def _interrupts_to(board: Board) -> Iterator[None]:
+    """While a board call runs, SIGINT (both kernelspec interrupt modes) asks the board's
+    ladder to stop the program instead of raising KeyboardInterrupt mid-write on the link."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        board.interrupt()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
