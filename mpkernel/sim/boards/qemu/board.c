@@ -1,7 +1,7 @@
 // mpkernel's modern emulated board: what a real MicroPython board has and the stock qemu port
 // lacks. UART input through an interrupt and a ring buffer (so Ctrl-C stops running code and
-// an idle board sleeps), a 1 ms tick for the time module, the host clock, a system reset, and
-// start-up that mounts the filesystem and runs boot.py and main.py.
+// an idle board sleeps), a SysTick clock for the time module, the host's clock, a system reset,
+// and start-up that mounts the filesystem and runs boot.py and main.py.
 
 #include <stdint.h>
 
@@ -41,7 +41,6 @@ typedef struct {
 #define CYCLES_PER_MS (CPU_HZ / 1000u)
 #define TICK_MS (10u)
 
-// The filesystem block device's memory (PSRAM, a file on the host: see _boot.py).
 #define EXC_SYSTICK (15)
 #define N_VECTORS (16 + 32)
 
@@ -55,7 +54,6 @@ static volatile uint32_t rx_tail; // written by the reader
 
 static volatile uint32_t tick_base_ms; // advanced by TICK_MS per SysTick interrupt
 static uint64_t boot_time_ns; // host clock at boot, from semihosting
-static int reset_cause;
 
 // The port's vector table stops at SysTick and is in ROM; ours adds the UART's interrupt.
 static uint32_t vectors[N_VECTORS] __attribute__((aligned(256)));
@@ -112,8 +110,9 @@ int __wrap_uart_rx_chr(void) {
         return c;
     }
     // A byte that arrives between the check above and WFI is picked up at the next tick, at
-    // most 10 ms later (a window of a few instructions: rare). (Masking interrupts around WFI would close that gap on hardware, but
-    // QEMU 7.2 does not wake a Cortex-M from WFI for an interrupt masked by PRIMASK.)
+    // most 10 ms later (a window of a few instructions: rare). Masking interrupts around WFI
+    // would close that gap on hardware, but QEMU 7.2 does not wake a Cortex-M from WFI for an
+    // interrupt masked by PRIMASK: the board hung so.
     wait_for_interrupt();
     // A Ctrl-C that came in while code waits for input (input(), stdin.read) ends the wait.
     // The REPL itself never has one pending: pyexec clears it when code ends.
@@ -134,6 +133,7 @@ uintptr_t __wrap_mp_hal_stdio_poll(uintptr_t poll_flags) {
 
 // Milliseconds and the cycles into the current millisecond, read consistently.
 static void ticks_now(uint32_t *ms, uint32_t *cycles) {
+    static uint32_t last_ms, last_cycles;
     uint32_t m1, m2, val;
     do {
         m1 = tick_base_ms;
@@ -141,8 +141,18 @@ static void ticks_now(uint32_t *ms, uint32_t *cycles) {
         m2 = tick_base_ms;
     } while (m1 != m2);
     uint32_t into = (TICK_MS * CYCLES_PER_MS - 1) - val; // cycles since the last interrupt
-    *ms = m1 + into / CYCLES_PER_MS;
-    *cycles = into % CYCLES_PER_MS;
+    uint32_t now_ms = m1 + into / CYCLES_PER_MS;
+    uint32_t now_cycles = into % CYCLES_PER_MS;
+    // QEMU can show the counter already reloaded before the tick's interrupt has run (its
+    // timer fires on another host thread): that reading is 10 ms behind. Time never goes back.
+    if ((int32_t)(now_ms - last_ms) < 0 || (now_ms == last_ms && now_cycles < last_cycles)) {
+        now_ms = last_ms;
+        now_cycles = last_cycles;
+    }
+    last_ms = now_ms;
+    last_cycles = now_cycles;
+    *ms = now_ms;
+    *cycles = now_cycles;
 }
 
 mp_uint_t mp_hal_ticks_ms(void) {
@@ -209,7 +219,7 @@ void mpk_system_reset(void) {
 }
 
 int mpk_reset_cause(void) {
-    return reset_cause;
+    return 0; // not tracked: the port defines no reset-cause constants
 }
 
 // ARM semihosting SYS_TIME: seconds since the epoch on the host (QEMU runs with -semihosting;
