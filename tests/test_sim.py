@@ -309,6 +309,28 @@ def test_stdin_buffer_carries_all_256_byte_values_with_kbd_intr_off(console: Con
 
 
 @pytest.mark.device
+def test_input_sent_while_the_board_is_busy_waits_and_none_is_lost(console: Console) -> None:
+    # 20 KB arrive while the program sleeps: 4 KB fill the board's buffer, the rest waits in
+    # the pty (the UART stops taking bytes) and comes in as the program reads.
+    data = os.urandom(20_000)
+    console.write(b"\x01")
+    console.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+    console.write(
+        b"import micropython, sys, hashlib, binascii, time\nmicropython.kbd_intr(-1)\n"
+        b"print('ready')\ntime.sleep_ms(700)\nh = hashlib.sha256()\nn = 0\n"
+        b"while n < %d:\n    b = sys.stdin.buffer.read(min(1000, %d - n))\n"
+        b"    h.update(b)\n    n += len(b)\nmicropython.kbd_intr(3)\n"
+        b"print(binascii.hexlify(h.digest()).decode())\n\x04" % (len(data), len(data))
+    )
+    console.read_until(b"OKready\r\n")
+    console.write(data)
+    out = console.read_until(b"\x04>", timeout=10)
+    assert out == hashlib.sha256(data).hexdigest().encode() + b"\r\n\x04\x04>"
+    console.write(b"\x02")
+    console.read_until(b">>> ")
+
+
+@pytest.mark.device
 def test_idle_board_costs_little_host_cpu(qemu_sim: sim.QemuBoard, console: Console) -> None:
     assert qemu_sim.pid is not None
     before, started = _cpu_seconds(qemu_sim.pid), time.monotonic()
