@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mpkernel.display import Progress
 
 # Families are imported on first use of the registry, which fills it by side effect.
-FAMILIES = ("core", "ports", "files", "flash", "host")
+FAMILIES = ("core", "ports", "files", "flash", "host", "mqtt")
 
 
 @dataclass(frozen=True)
