@@ -37,6 +37,7 @@ is fs.py's.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 import time
@@ -82,7 +83,7 @@ DOWN_BLOCK = 2048
 # more than has arrived would wait forever for a host that vanished with Ctrl-C off; with K
 # small, the few bytes a reconnecting host sends first (Ctrl-C, Ctrl-A) free it at once, the
 # frame fails its check, and with no good frame for 2 s the program ends by itself.
-_DEFS = """def __mpk_fu(t,W,K,F):
+_DEFS_UP = """def __mpk_fu(t,W,K,F):
  import sys,os,micropython,hashlib,select,struct,time
  i=sys.stdin.buffer;w=sys.stdout.buffer.write;p=select.poll();p.register(sys.stdin,1)
  h=bytearray(8);b=bytearray(F);hv=memoryview(h);bv=memoryview(b);S=hashlib.sha256
@@ -157,7 +158,9 @@ def __mpk_fh(n):
    if not k:break
    s.update(v[:k])
  return '='+binascii.hexlify(s.digest()).decode()
-def __mpk_fg(n,F):
+"""
+
+_DEFS_GET = """def __mpk_fg(n,F):
  import sys,os,hashlib
  w=sys.stdout.buffer.write;s=hashlib.sha256();b=bytearray(F);v=memoryview(b)
  f=open(n,'rb')
@@ -316,9 +319,22 @@ class _Program:
         return out.decode(errors="replace")
 
 
-def _start(board: Board, call: str) -> _Program:
-    """Run `call` (a resident helper's call); define the helpers first if the board has
-    none (first use, or a reset cleared them). Returns once the program said R."""
+def _definitions(board: Board, source: str) -> str:
+    """A program that defines the board helpers in `source`: sent deflated where the board
+    can inflate it (2.4 KB of program text is 1.1 KB on the wire; raw-paste is slow at high
+    latency, so this is most of the cost of the first transfer after a reset)."""
+    if not (board.caps.deflate and board.caps.binascii):
+        return source
+    packer = zlib.compressobj(9, zlib.DEFLATED, -9)
+    packed = base64.b64encode(packer.compress(source.encode()) + packer.flush()).decode()
+    return ("def __mpk_bs(s):\n import deflate,io,binascii\n"
+            " exec(deflate.DeflateIO(io.BytesIO(binascii.a2b_base64(s)),deflate.RAW,9).read(),"
+            f"globals())\n__mpk_bs({packed!r})\ndel __mpk_bs\n")
+
+
+def _start(board: Board, call: str, source: str) -> _Program:
+    """Run `call` (a resident helper's call); define the helpers in `source` first if the
+    board has none (first use, or a reset cleared them). Returns once the program said R."""
     if board.interrupt_requested:
         raise Interrupted("Interrupted before the transfer started.")
     for attempt in range(2):
@@ -335,7 +351,7 @@ def _start(board: Board, call: str) -> _Program:
         err = prog.unexpected(first)
         if (attempt == 0 and isinstance(err, DeviceError) and err.ename == "NameError"
                 and "__mpk_f" in err.evalue):
-            board.exec(_DEFS, interruptible=False)
+            board.exec(_definitions(board, source), interruptible=False)
             continue
         raise err
     raise AssertionError("unreachable")
@@ -400,7 +416,7 @@ def _send(board: Board, data: bytes, target: str, plan: Plan, progress: Progress
         sent_wire += len(payload)
         offsets.append(len(data) * sent_wire // total_wire)
     offsets.append(len(data))
-    prog = _start(board, f"__mpk_fu({target!r},{plan.wbits or 9},{piece},{frame})")
+    prog = _start(board, f"__mpk_fu({target!r},{plan.wbits or 9},{piece},{frame})", _DEFS_UP)
     link = board.link
     base = nxt = 0  # first unacknowledged frame; next frame to send
     win = window
@@ -545,7 +561,7 @@ class _Damaged(Exception):
 
 
 def _download_once(board: Board, path: str, progress: Progress | None, block: int) -> bytes:
-    prog = _start(board, f"__mpk_fg({path!r},{block})")
+    prog = _start(board, f"__mpk_fg({path!r},{block})", _DEFS_GET)
     try:
         size = int.from_bytes(prog.exact(4, 5.0), "little")
         data = bytearray()
