@@ -399,6 +399,29 @@ def test_machine_reset_reboots_and_runs_boot_and_main(console: Console) -> None:
 
 
 @pytest.mark.device
+def test_ctrl_d_soft_resets_with_main_py_from_friendly_and_without_from_raw(
+    console: Console,
+) -> None:
+    _write_file(console, "main.py", "print('main.py ran')\n")
+    try:
+        console.write(b"kept = 1\r")
+        console.read_until(b">>> ")
+        console.write(b"\x04")
+        friendly = console.read_until(b">>> ", timeout=5)
+        assert friendly.startswith(b"\r\nMPY: soft reboot\r\nmain.py ran\r\nMicroPython v1.25.0")
+        console.write(b"\x01")
+        console.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+        console.write(b"\x04")  # on an empty raw line: soft reset, staying in raw mode
+        raw = console.read_until(b"raw REPL; CTRL-B to exit\r\n>", timeout=5)
+        assert raw == b"OK\r\nMPY: soft reboot\r\nraw REPL; CTRL-B to exit\r\n>"
+        console.write(b"\x02")
+        console.read_until(b">>> ")
+        assert console.value("'kept' in globals()") is False
+    finally:
+        console.run("import os\nos.remove('main.py')\n")
+
+
+@pytest.mark.device
 def test_ctrl_c_during_boot_py_skips_main_py(qemu_sim: sim.QemuBoard, console: Console) -> None:
     _write_file(console, "boot.py", "import time\nprint('boot.py sleeps')\ntime.sleep(3)\n")
     _write_file(console, "main.py", "print('main.py ran')\n")
