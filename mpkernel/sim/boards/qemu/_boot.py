@@ -32,11 +32,15 @@ def _mount():
             return 0  # init, deinit, sync: nothing to do
 
     bdev = PSRAMBlocks()
+    # 256-byte reads and programs, as the rp2 port's flash uses: with littlefs's default of 32,
+    # each write goes through the block device (Python here) ten times as often, and writing
+    # 200 KB took 2.3 s instead of 0.13 s.
+    geometry = {"readsize": 256, "progsize": 256, "lookahead": 256}
     try:
-        fs = vfs.VfsLfs2(bdev)
+        fs = vfs.VfsLfs2(bdev, **geometry)
     except OSError:
-        vfs.VfsLfs2.mkfs(bdev)
-        fs = vfs.VfsLfs2(bdev)
+        vfs.VfsLfs2.mkfs(bdev, **geometry)
+        fs = vfs.VfsLfs2(bdev, **geometry)
     vfs.mount(fs, "/")
 
 
