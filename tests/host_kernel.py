@@ -37,6 +37,11 @@ class Cell:
                        if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
 
     @property
+    def shown_lines(self) -> list[str]:
+        """stdout as the notebook shows it: a `\\r` redraws its line (progress lines)."""
+        return [line.rsplit("\r", 1)[-1] for line in self.stdout.split("\n")][:-1]
+
+    @property
     def error(self) -> dict[str, Any] | None:
         errors = [m["content"] for m in self.messages if m["msg_type"] == "error"]
         return errors[0] if errors else None

@@ -92,3 +92,29 @@ def plot(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
         if live.count:
             kept = "" if live.count == len(live.rows) else f" (the newest {len(live.rows)})"
             ctx.write(f"plot_data: {live.summary()}{kept}, for %%host cells.\n")
+
+
+@magic(
+    "mip",
+    arg("command", choices=["install"], help="what to do (install)"),
+    arg("packages", nargs="+", metavar="PACKAGE[@VERSION]",
+        help="micropython-lib package names, e.g. umqtt.simple or umqtt.simple@1.3.4"),
+    arg("--index", default=None, metavar="URL",
+        help="mip package index (default: $MPKERNEL_MIP_INDEX or micropython-lib's)"),
+    arg("--target", default=None, metavar="DIR",
+        help="folder on the board (default: the lib folder on sys.path, e.g. /lib)"),
+    arg("--source", action="store_true", help="install .py source even where .mpy exists"),
+)
+def mip(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """Install micropython-lib packages on the board, downloaded by this computer (the board
+    needs no network): `%mip install umqtt.simple`, `%mip install umqtt.simple@1.3.4`.
+
+    Compiled .mpy files are chosen when the index has them for the board's .mpy format,
+    source otherwise. Every file is checked against the index's hash, then written through
+    the verified file transfer. On a flat filesystem (the micro:bit) only packages of
+    top-level modules fit. The index is micropython-lib's unless `--index URL` or the
+    MPKERNEL_MIP_INDEX environment variable names another (a mirror, a local index).
+    """
+    from mpkernel.host.mip import run_install
+
+    run_install(ctx, args)
