@@ -6,6 +6,7 @@ import ast
 import hashlib
 import os
 import select
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -470,3 +471,37 @@ def test_unknown_board_names_the_known_ones() -> None:
     with pytest.raises(sim.SimulatorMissing) as info:
         sim.simulator_for("esp32")
     assert "microbit" in info.value.user_text() and "qemu" in info.value.user_text()
+
+
+def test_a_board_folder_change_needs_a_new_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mpkernel.sim import cache
+
+    board = tmp_path / "board"
+    shutil.copytree(cache.BOARD_DIR, board)
+    before = cache.board_hash(board)
+    assert before == cache.board_hash(cache.BOARD_DIR)  # the hash is of contents, not paths
+    (board / "board.c").write_text((board / "board.c").read_text() + "\n// changed\n")
+    assert cache.board_hash(board) != before
+    # A built image is found by the current folder's hash only.
+    monkeypatch.delenv("MPKERNEL_QEMU_FIRMWARE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    built = tmp_path / "cache" / "mpkernel" / "firmware" / f"1.25.0+ds-1-{before}"
+    built.mkdir(parents=True)
+    (built / "firmware.elf").write_bytes(b"\x7fELF")
+    assert cache.find_firmware() == built / "firmware.elf"
+    assert cache.find_firmware(board) is None
+
+
+def test_building_without_the_toolchain_names_the_packages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mpkernel.sim import build
+
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(build.BuildError) as info:
+        build.check_toolchain()
+    text = info.value.user_text()
+    assert "missing make, arm-none-eabi-gcc" in text
+    assert "apt-get install make gcc-arm-none-eabi libnewlib-arm-none-eabi" in text

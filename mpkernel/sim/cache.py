@@ -25,10 +25,10 @@ def board_hash(board_dir: Path = BOARD_DIR) -> str:
     return digest.hexdigest()[:12]
 
 
-def find_firmware() -> Path | None:
+def find_firmware(board_dir: Path = BOARD_DIR) -> Path | None:
     """The built image for this board folder, if any (the newest source version wins)."""
     override = os.environ.get("MPKERNEL_QEMU_FIRMWARE")
     if override:
         return Path(override)
-    found = sorted((cache_root() / "firmware").glob(f"*-{board_hash()}/firmware.elf"))
+    found = sorted((cache_root() / "firmware").glob(f"*-{board_hash(board_dir)}/firmware.elf"))
     return found[-1] if found else None
