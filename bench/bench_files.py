@@ -173,7 +173,11 @@ def run_ours(name: str, board: Board, relay: Relay, size: int, repeat: int,
                     raise SystemExit("a download came back different: the transfer is broken")
                 if replace_size != size:  # the micro:bit: a smaller file, so that both fit
                     wipe(board)
-                    fs.put(data[:replace_size], "bench.bin")
+                    try:
+                        fs.put(data[:replace_size], "bench.bin")
+                    except MpkernelError as err:
+                        rep.failures.append(f"(putting the file to replace) {err}"[:100])
+                        continue
                 attempt(rep, lambda p=data[::-1][:replace_size]: fs.put(p, "bench.bin"))
             rows += [new, rep, down]
         if latency == USB_SERIAL_LATENCY:
