@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mpkernel.display import Progress
 
 # Families are imported on first use of the registry, which fills it by side effect.
-FAMILIES = ("core", "ports", "files", "flash", "host", "mqtt")
+FAMILIES = ("core", "ports", "files", "flash", "host", "mqtt", "timing")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Magic:
     handler: Callable[..., Any]
     args: tuple[Arg, ...]
     cell: bool
+    raw: bool = False  # the handler gets the line as written (args.line): code, not words
 
     @property
     def help(self) -> str:
@@ -58,6 +59,8 @@ class Magic:
         return parser
 
     def parse(self, line: str) -> argparse.Namespace:
+        if self.raw and line.strip() not in ("-h", "--help"):
+            return argparse.Namespace(line=line)
         try:
             words = shlex.split(line, posix=True)
         except ValueError as err:
@@ -83,14 +86,16 @@ class _RaisingParser(argparse.ArgumentParser):
 _REGISTRY: dict[str, Magic] = {}
 
 
-def magic(name: str, *args: Arg, cell: bool = False) -> Callable[[Callable[..., Any]], Callable]:
-    """Register a handler as `%name` (or `%%name` with cell=True)."""
+def magic(name: str, *args: Arg, cell: bool = False,
+          raw: bool = False) -> Callable[[Callable[..., Any]], Callable]:
+    """Register a handler as `%name` (or `%%name` with cell=True); raw=True passes the line
+    unsplit as `args.line` (the args then only document it for %help)."""
 
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
         key = ("%%" if cell else "%") + name
         if key in _REGISTRY:
             raise RuntimeError(f"magic {key} registered twice")
-        _REGISTRY[key] = Magic(name, handler, args, cell)
+        _REGISTRY[key] = Magic(name, handler, args, cell, raw)
         return handler
 
     return register

@@ -1,0 +1,46 @@
+"""Timing magics: %time, %%time and %timeit, measured on the board."""
+
+from __future__ import annotations
+
+import argparse
+
+from mpkernel.magics import MagicContext, arg, magic
+
+
+@magic("time", arg("statement", nargs="*", help="code to run once, timed"), raw=True)
+def time_line(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """Run a statement on the board once and report its time: the board's own clock
+    (time.ticks_us around the code) and the host's wall time (which adds sending, compiling
+    and the output's trip back): `%time sum(range(1000))`."""
+    from mpkernel.host.timing import run_timed
+
+    ctx.write(run_timed(ctx, args.line.strip()) + "\n")
+
+
+@magic("time", cell=True)
+def time_cell(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
+    """Run the cell on the board and report its time: the board's own clock (time.ticks_us
+    around the cell's code) and the host's wall time (which adds sending, compiling and the
+    output's trip back). Output and Out[n] appear as for any cell."""
+    from mpkernel.host.timing import run_timed
+
+    ctx.write(run_timed(ctx, body) + "\n")
+
+
+@magic(
+    "timeit",
+    arg("-n", type=int, metavar="N", help="loops per run (default: grown until a run takes "
+        "0.2 s on the board)"),
+    arg("-r", type=int, metavar="R", help="runs (default: up to 5, within about 3 s)"),
+    arg("statement", nargs="*", help="one line of code"),
+    raw=True,
+)
+def timeit_magic(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """Time one line of code in a loop that runs entirely on the board, so the serial round
+    trip is not in the figure: `%timeit sum(range(100))`, `%timeit -n 100 -r 3 f()`.
+
+    Reports the mean and spread per loop, the best run, and what the bare loop costs.
+    """
+    from mpkernel.host.timing import timeit
+
+    ctx.write(timeit(ctx, args.line).summary() + "\n")

@@ -1,0 +1,92 @@
+"""%time, %%time and %timeit measure code on the board (emulated micro:bit)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from host_kernel import Notebook, notebook
+
+from mpkernel.errors import CellRefused
+from mpkernel.host.timing import TimeitResult, human_time, parse_timeit
+
+pytestmark = pytest.mark.device
+
+_TIME = re.compile(r"^Board time: (?P<board>[\d.]+) (?P<bu>µs|ms|s) \(time.ticks_us on the "
+                   r"board\) · wall time: (?P<wall>[\d.]+) (?P<wu>µs|ms|s) \(host: sending, "
+                   r"compiling, running, output\)$")
+_UNITS = {"µs": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _seconds(m: re.Match, which: str) -> float:
+    return float(m[which]) * _UNITS[m[which[0] + "u"]]
+
+
+@pytest.fixture(scope="module")
+def nb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notebook]:
+    with notebook(tmp_path_factory.mktemp("timing")) as running:
+        yield running
+
+
+def test_cell_time_measures_the_board_and_keeps_output_and_result(nb: Notebook) -> None:
+    cell = nb.run("%%time\nimport time\nprint('start')\ntime.sleep_ms(300)\n6 * 7")
+    assert cell.ok, cell.error
+    lines = cell.stdout.splitlines()
+    assert lines[0] == "start"
+    m = _TIME.match(lines[1])
+    assert m, lines
+    board, wall = _seconds(m, "board"), _seconds(m, "wall")
+    assert 0.29 <= board <= 0.4, board  # the sleep, measured by the board's clock
+    assert wall >= board
+    assert cell.result == "42"
+    # Nothing of the timer is left in the board's namespace.
+    assert nb.run("print([n for n in globals() if n.startswith('__mpk_t')])").stdout == "[]\n"
+
+
+def test_line_time_and_an_error_keeps_the_cells_line_numbers(nb: Notebook) -> None:
+    cell = nb.run("%time x = sum(range(100))")
+    assert cell.ok and _TIME.match(cell.stdout.strip()), cell.stdout
+    assert nb.run("print(x)").stdout == "4950\n"
+    cell = nb.run("%%time\ny = 1\nz = 1 / 0")
+    assert cell.error["ename"] == "ZeroDivisionError"
+    assert '  File "<stdin>", line 3, in <module>' in cell.error["traceback"]  # the cell's line
+    assert cell.stdout.startswith("Wall time: ")
+    assert cell.stdout.endswith(" (the cell failed, so the board's time is not known)\n")
+
+
+def test_timeit_loops_on_the_board_and_reports_per_loop_time(nb: Notebook) -> None:
+    assert nb.run("def slow():\n    import time\n    time.sleep_ms(20)").ok
+    cell = nb.run("%timeit -n 3 -r 2 slow()")
+    assert cell.ok, cell.error
+    m = re.match(r"^(?P<mean>[\d.]+) ms ± [\d.]+ (µs|ms) per loop on the board \(mean ± std\. "
+                 r"dev\. of 2 runs, 3 loops each; best [\d.]+ ms; the loop itself costs "
+                 r"[\d.]+ µs\)$", cell.stdout.strip())
+    assert m, cell.stdout
+    assert 19.5 <= float(m["mean"]) <= 25  # 20 ms a call, without the serial round trip
+    # Adaptive: a cheap statement gets many loops, and the whole run stays bounded.
+    cell = nb.run("%timeit a = 3 * 7")
+    summary = cell.stdout.strip()
+    loops = int(re.search(r"runs?, (\d+) loops? each", summary)[1])
+    assert loops >= 1000, summary
+    assert nb.run("print(globals().get('__mpk_ti'))").stdout == "None\n"
+
+
+def test_timeit_refuses_bad_statements_before_sending_anything(nb: Notebook) -> None:
+    cell = nb.run("%timeit x = = 1")
+    assert cell.error["evalue"].startswith("%timeit: the statement is not valid Python")
+    cell = nb.run("%timeit")
+    assert cell.error["evalue"] == "%timeit needs a statement to time."
+    assert nb.run("print(6 * 7)").stdout == "42\n"
+
+
+def test_parse_timeit_and_the_summary() -> None:
+    assert parse_timeit("-n 10 -r 3 f(1, 'a b')") == ("f(1, 'a b')", 10, 3)
+    assert parse_timeit("d = {'k': 1}") == ("d = {'k': 1}", 0, 0)
+    with pytest.raises(CellRefused):
+        parse_timeit("-n 0 f()")
+    result = TimeitResult(loops=1000, runs_us=[12000, 14000], empty_us=2000)
+    assert result.summary() == ("13 µs ± 1.41 µs per loop on the board (mean ± std. dev. of "
+                                "2 runs, 1000 loops each; best 12 µs; the loop itself costs "
+                                "2 µs)")
+    assert human_time(1.5) == "1.5 s" and human_time(0.000123) == "123 µs"
