@@ -209,6 +209,7 @@ def test_unknown_name_not_found() -> None:
 
 # -- the real firmware (emulated micro:bit) ---------------------------------------------------
 @pytest.mark.device
+@pytest.mark.boards("microbit", reason="completes the micro:bit's own modules (microbit.display)")
 def test_device_completion(board: Board) -> None:
     board.exec("import os\nfrom microbit import display\nmy_value = 3")
     assert "print" in complete(board, "pri")["matches"]
@@ -230,6 +231,7 @@ def test_device_completion_leaves_no_names_behind(board: Board) -> None:
 
 
 @pytest.mark.device
+@pytest.mark.boards("microbit", reason="documents the micro:bit's own modules (button_a, microbit)")
 def test_device_inspection(board: Board) -> None:
     text = introspect.inspect_text(board, "button_a.was_pressed", 0)
     assert "button.was_pressed()" in text
