@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import nbformat
 import pytest
 from host_kernel import Notebook, notebook
 
@@ -107,3 +113,27 @@ def test_window_keeps_newest_points_and_throttle_limits_redraws() -> None:
     assert published[-1][0] == "<live plot: 10 rows, 1 series (y1)>"
     assert [p[1] for p in live._series["y1"]] == [7.0, 8.0, 9.0]
     assert len(live.rows) == 10
+
+
+@pytest.mark.device
+def test_headless_run_keeps_one_final_image(tmp_path: Path) -> None:
+    """`mpkernel run` (nbclient) applies the updates to the one output: the saved notebook
+    holds a single image of the final data, as nbconvert or a console user would see it."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%%plot --every 0.05\nimport time\nfor k in range(40):\n"
+                                  "    print(k, k % 4)\n    time.sleep_ms(10)"),
+        nbformat.v4.new_code_cell("%%host\nprint(len(plot_data), plot_data[-1])"),
+    ]
+    path, out = tmp_path / "plot.ipynb", tmp_path / "plot.out.ipynb"
+    nbformat.write(nb, path)
+    done = subprocess.run([sys.executable, "-m", "mpkernel", "run", str(path), "--port", "sim",
+                           "--output", str(out)], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    cells = json.loads(out.read_text())["cells"]
+    images = [o for o in cells[0]["outputs"] if o["output_type"] == "display_data"]
+    assert len(images) == 1
+    assert "".join(images[0]["data"]["text/plain"]) == "<live plot: 40 rows, 2 series (y1, y2)>"
+    assert base64.b64decode(images[0]["data"]["image/png"]).startswith(PNG)
+    assert "".join(cells[1]["outputs"][0]["text"]) == "40 {'y1': 39.0, 'y2': 3.0}\n"
