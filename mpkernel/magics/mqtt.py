@@ -1,0 +1,385 @@
+"""%mqtt: MQTT from the notebook (paho-mqtt), a local broker, and the bridge for boards
+without a network."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpkernel.errors import MpkernelError
+from mpkernel.magics import MagicContext, arg, magic
+from mpkernel.mqtt.client import Connection, Message, MqttError
+
+ACTIONS = ("connect", "pub", "sub", "watch", "stop", "broker", "bridge")
+WATCH_ROWS = 20
+BRIDGE_FLAT = ("umqtt.py", "umqtt.py/simple.py")  # flat names the micro:bit's import resolves
+BRIDGE_TAG = "mpkernel MQTT bridge"
+
+
+@dataclass
+class Watch:
+    topic: str
+    display_id: str
+    listener: Callable[[Message], None]
+    rows: list[str] = field(default_factory=list)
+    count: int = 0
+
+
+@dataclass
+class MqttState:
+    conn: Connection | None = None
+    where: str = ""
+    relay: Any = None  # bridge.Relay, made by %mqtt bridge
+    broker: Any = None  # broker.Broker
+    watches: list[Watch] = field(default_factory=list)
+
+
+def _state(ctx: MagicContext) -> MqttState:
+    state = ctx.state.get("mqtt")
+    if state is None:
+        state = ctx.state["mqtt"] = MqttState()
+    return state
+
+
+@magic(
+    "mqtt",
+    arg("action", choices=ACTIONS, help="what to do"),
+    arg("words", nargs="*", help="HOST[:PORT] | TOPIC [MESSAGE]"),
+    arg("--user", help="user name for connect"),
+    arg("--password-env", metavar="VAR", help="environment variable holding the password"),
+    arg("--tls", action="store_true", help="connect with TLS (port 8883 by default)"),
+    arg("--retain", action="store_true", help="pub: the broker keeps the message for later"),
+    arg("--qos", type=int, default=0, choices=(0, 1, 2), help="pub: quality of service"),
+    arg("--for", dest="seconds", type=float, help="sub: listen this many seconds"),
+    arg("--count", type=int, help="sub: stop after this many messages"),
+    arg("--port", type=int, default=1883, help="broker: port to listen on (0 = any free one)"),
+    arg("--bind", default="0.0.0.0", help="broker: address to listen on"),
+    arg("--force", action="store_true", help="bridge: replace a real umqtt.simple"),
+)
+def mqtt(ctx: MagicContext, args: argparse.Namespace) -> None:
+    """MQTT from the notebook, on this computer:
+
+    - `%mqtt connect HOST[:PORT] [--user U] [--password-env VAR] [--tls]`: connect the
+      notebook. The password comes from an environment variable, never from the cell (a
+      saved notebook would keep it): set it before starting Jupyter, or in a `%%host` cell
+      with `os.environ['VAR'] = getpass.getpass()`.
+    - `%mqtt pub TOPIC MESSAGE [--retain] [--qos N]`: publish (quote a message with spaces).
+    - `%mqtt sub TOPIC [--for SECONDS | --count N]`: show messages as they arrive, until
+      the time or count is reached or the cell is interrupted.
+    - `%mqtt watch TOPIC`: a display that keeps showing the latest messages in the
+      background, while other cells run (board cells included).
+    - `%mqtt stop`: stop watches, disconnect, close the bridge's connections, stop the broker.
+    - `%mqtt broker [--port N] [--bind ADDR]`: start a local mosquitto with a generated user
+      and password, written to the board as `secrets.py` (MQTT_BROKER, MQTT_PORT, MQTT_USER,
+      MQTT_PASSWORD), and connect the notebook to it.
+    - `%mqtt bridge`: for boards without a network (micro:bit, Pico): puts a module on the
+      board so that `from umqtt.simple import MQTTClient` works and its traffic goes through
+      this notebook while a cell runs (the computer opens the connection the board asks for).
+    """
+    handler = {"connect": _connect, "pub": _pub, "sub": _sub, "watch": _watch, "stop": _stop,
+               "broker": _broker, "bridge": _bridge}[args.action]
+    handler(ctx, args)
+
+
+def _words(args: argparse.Namespace, names: str, at_least: int) -> list[str]:
+    if len(args.words) < at_least:
+        raise MpkernelError(f"%mqtt {args.action} needs {names}.",
+                            f"For example: %mqtt {args.action} {_EXAMPLES[args.action]}")
+    return args.words
+
+
+_EXAMPLES = {"connect": "test.mosquitto.org:1883", "pub": "demo/led on", "sub": "demo/# --for 10",
+             "watch": "demo/#"}
+
+
+def _need_conn(ctx: MagicContext) -> Connection:
+    state = _state(ctx)
+    if state.conn is None:
+        raise MpkernelError("The notebook is not connected to an MQTT broker.",
+                            "Run %mqtt connect HOST first, or %mqtt broker to start one here.")
+    state.conn.check_alive()
+    return state.conn
+
+
+@contextmanager
+def _until_interrupted() -> Iterator[threading.Event]:
+    """An Event set by the cell's interrupt (the kernel's own handler only reaches a board)."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _open(ctx: MagicContext, host: str, port: int, *, user: str | None = None,
+          password: str | None = None, tls: bool = False) -> Connection:
+    state = _state(ctx)
+    if state.conn is not None:
+        _stop_watches(ctx, state)
+        state.conn.close()
+        state.conn = None
+    conn = Connection(host, port, client_id=f"mpkernel-{uuid.uuid4().hex[:8]}", user=user,
+                      password=password, tls=tls)
+    conn.start()
+    with _until_interrupted() as stop:
+        conn.wait_ready(should_stop=stop.is_set)
+    state.conn = conn
+    state.where = f"{conn.host}:{conn.port}"
+    return conn
+
+
+def _connect(ctx: MagicContext, args: argparse.Namespace) -> None:
+    target = _words(args, "HOST[:PORT]", 1)[0]
+    host, _, port_text = target.rpartition(":") if ":" in target else (target, "", "")
+    try:
+        port = int(port_text) if port_text else 0
+    except ValueError:
+        raise MpkernelError(f"{port_text!r} is not a port number.",
+                            "Write HOST:PORT, e.g. broker.local:1883.") from None
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise MpkernelError(
+                f"The environment variable {args.password_env} is not set, so there is no "
+                "password to send.",
+                f"Set it before starting Jupyter (export {args.password_env}=...), or in a "
+                f"%%host cell: import os, getpass; os.environ[{args.password_env!r}] = "
+                "getpass.getpass()",
+            )
+    conn = _open(ctx, host, port, user=args.user, password=password, tls=args.tls)
+    who = f" as {args.user}" if args.user else ""
+    ctx.write(f"Connected to {conn.host}:{conn.port}{who}{' with TLS' if args.tls else ''}.\n")
+
+
+def _pub(ctx: MagicContext, args: argparse.Namespace) -> None:
+    words = _words(args, "TOPIC and MESSAGE", 2)
+    conn = _need_conn(ctx)
+    topic, message = words[0], " ".join(words[1:])
+    info = conn.publish(topic, message.encode(), args.qos, args.retain)
+    # Returning before it left this computer would race a board cell that waits for it.
+    try:
+        info.wait_for_publish(5.0)
+    except (RuntimeError, ValueError) as err:
+        raise MqttError(f"Publishing to {topic} failed: {err}.", "Connect again.") from None
+    if not info.is_published():
+        raise MqttError(f"The message to {topic} was not sent within 5 s.",
+                        "Check the connection (%mqtt connect again).")
+    retained = ", retained" if args.retain else ""
+    ctx.write(f"Published {len(message.encode())} bytes to {topic} (QoS {args.qos}{retained}).\n")
+
+
+def _payload_text(payload: bytes) -> str:
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        return repr(payload)
+
+
+def _sub(ctx: MagicContext, args: argparse.Namespace) -> None:
+    import queue
+
+    from paho.mqtt.client import topic_matches_sub
+
+    topic = _words(args, "TOPIC", 1)[0]
+    if args.seconds is not None and args.count is not None:
+        raise MpkernelError("Give --for or --count, not both.", "%mqtt sub TOPIC --count 5")
+    conn = _need_conn(ctx)
+    arrived: queue.Queue[Message] = queue.Queue()
+
+    def listener(m: Message) -> None:
+        if topic_matches_sub(topic, m.topic):
+            arrived.put(m)
+
+    conn.listeners.append(listener)
+    started = time.monotonic()
+    got = 0
+    why = "interrupted"
+    try:
+        conn.wait_suback(conn.subscribe(topic), topic)
+        until = "" if args.seconds is None else f" for {args.seconds:g} s"
+        ctx.write(f"Listening to {topic}{until} (interrupt to stop)...\n")
+        with _until_interrupted() as stop:
+            while not stop.is_set():
+                if args.count is not None and got >= args.count:
+                    why = f"{got} messages"
+                    break
+                if args.seconds is not None and time.monotonic() - started >= args.seconds:
+                    why = f"{args.seconds:g} s"
+                    break
+                conn.check_alive()
+                try:
+                    m = arrived.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                got += 1
+                ctx.write(f"{m.topic}: {_payload_text(m.payload)}\n")
+    finally:
+        conn.listeners.remove(listener)
+        if not conn.lost:
+            conn.client.unsubscribe(topic)
+    ctx.write(f"Stopped after {why}: {got} message{'s' if got != 1 else ''} on {topic} in "
+              f"{time.monotonic() - started:.1f} s.\n")
+
+
+def _watch(ctx: MagicContext, args: argparse.Namespace) -> None:
+    from paho.mqtt.client import topic_matches_sub
+
+    topic = _words(args, "TOPIC", 1)[0]
+    conn = _need_conn(ctx)
+    kernel = ctx.kernel
+    display_id = f"mqtt-watch-{uuid.uuid4().hex[:8]}"
+    # paho calls back in its own thread, where ipykernel knows no current cell: updates carry
+    # this cell's request as their parent, the one the frontend showed the display under.
+    parent = kernel.get_parent() if kernel is not None else None
+    lock = threading.Lock()
+
+    def send(kind: str, watch: Watch, status: str) -> None:
+        text = f"{status}\n" + "\n".join(watch.rows)
+        if kernel is None:
+            ctx.write(text + "\n")
+            return
+        content = {"data": {"text/plain": text}, "metadata": {},
+                   "transient": {"display_id": display_id}}
+        kernel.session.send(kernel.iopub_socket, kind, content, parent=parent,
+                            ident=kernel._topic(kind))
+
+    def listener(m: Message) -> None:
+        if not topic_matches_sub(topic, m.topic):
+            return
+        with lock:
+            watch.count += 1
+            stamp = time.strftime("%H:%M:%S", time.localtime(m.arrived))
+            watch.rows = ([f"{stamp} {m.topic}: {_payload_text(m.payload)}"]
+                          + watch.rows)[:WATCH_ROWS]
+            send("update_display_data", watch, _watch_status(watch, "watching"))
+
+    watch = Watch(topic, display_id, listener)
+    conn.wait_suback(conn.subscribe(topic), topic)
+    send("display_data", watch, _watch_status(watch, "watching"))
+    conn.listeners.append(listener)
+    _state(ctx).watches.append(watch)
+
+
+def _watch_status(watch: Watch, what: str) -> str:
+    return f"MQTT {watch.topic} ({what}; {watch.count} messages, newest first; %mqtt stop ends)"
+
+
+def _stop_watches(ctx: MagicContext, state: MqttState) -> int:
+    stopped = len(state.watches)
+    for watch in state.watches:
+        if state.conn is not None and watch.listener in state.conn.listeners:
+            state.conn.listeners.remove(watch.listener)
+    state.watches.clear()
+    return stopped
+
+
+def _stop(ctx: MagicContext, args: argparse.Namespace) -> None:
+    state = _state(ctx)
+    said = []
+    watches = _stop_watches(ctx, state)
+    if watches:
+        said.append(f"{watches} watch{'es' if watches != 1 else ''}")
+    if state.conn is not None:
+        state.conn.close()
+        said.append(f"the connection to {state.where}")
+        state.conn = None
+    if state.relay is not None and state.relay.conns:
+        said.append(f"{len(state.relay.conns)} bridged board connection(s)")
+        state.relay.close_all()
+    if state.broker is not None:
+        state.broker.stop()
+        said.append(f"the broker on port {state.broker.port}")
+        state.broker = None
+    ctx.write(("Stopped " + ", ".join(said) + ".\n") if said else "Nothing MQTT was running.\n")
+
+
+def _broker(ctx: MagicContext, args: argparse.Namespace) -> None:
+    from mpkernel.mqtt import broker as brokers
+
+    state = _state(ctx)
+    if state.broker is not None and state.broker.running:
+        raise MpkernelError(f"A broker already runs on port {state.broker.port}.",
+                            "%mqtt stop stops it first.")
+    b = brokers.start_broker(args.port, args.bind)
+    state.broker = b
+    local = args.bind not in ("0.0.0.0", "")
+    addresses = [args.bind] if local else (brokers.host_addresses() or ["127.0.0.1"])
+    board_addr = addresses[0]
+    where = "this computer only" if args.bind.startswith("127.") else (
+        f"{args.bind}" if local else "all of this computer's addresses")
+    ctx.write(brokers.DEFAULTS_NOTE.format(where=where) + "\n")
+    _open(ctx, b.host, b.port, user=b.user, password=b.password)
+    saved = "no board connected: secrets.py not written"
+    try:
+        from mpkernel.magics.files import _fs
+
+        _fs(ctx).put(b.secrets_py(board_addr).encode(), "secrets.py")
+        saved = "user and password in secrets.py on the board"
+    except MpkernelError as err:
+        saved = f"secrets.py not written ({err})"
+    ctx.write(f"MQTT broker (mosquitto {b.version}) on {', '.join(addresses)} port {b.port}; "
+              f"{saved}; the notebook is connected.\n")
+
+
+def _bridge(ctx: MagicContext, args: argparse.Namespace) -> None:
+    from mpkernel.mqtt import bridge
+
+    state = _state(ctx)
+    board = ctx.board
+    from mpkernel.magics.files import _fs
+
+    fs = _fs(ctx)
+    transport, client = bridge.board_source()
+    source = (transport + client).encode()
+    if fs.info().flat:
+        fs.put(transport.encode(), BRIDGE_FLAT[0])
+        _write_small_flat(board, BRIDGE_FLAT[1], "from umqtt import MQTTException,_b,_c\n" + client)
+        where = " and ".join(BRIDGE_FLAT)
+    else:
+        in_lib = board.exec("import sys\nprint('/lib' in sys.path)").strip() == "True"
+        base = "/lib" if in_lib else ""
+        target = f"{base}/umqtt/simple.py" if in_lib else "umqtt/simple.py"
+        if fs.kind(target) == "file" and not args.force:
+            old = fs.get(target)
+            if BRIDGE_TAG.encode() not in old[:200]:
+                raise MpkernelError(
+                    f"{target} on the board is the real umqtt.simple (installed with %mip?), "
+                    "which needs a network on the board.",
+                    "%mqtt bridge --force replaces it with the bridge.")
+        for folder in (base, f"{base}/umqtt") if base else ("umqtt",):
+            if fs.kind(folder) is None:
+                fs.mkdir(folder)
+        fs.put(source, target)
+        where = target
+    # A module imported before (an older bridge, or the real one) would stay in use.
+    board.exec("import sys\ntry:\n for m in ('umqtt.simple','umqtt'):\n  sys.modules.pop(m,0)\n"
+               "except AttributeError:\n pass\n")
+    if state.relay is None:
+        state.relay = bridge.Relay()
+    if ctx.kernel is not None:
+        ctx.kernel.cell_filters["mqtt-bridge"] = state.relay.for_cell
+    ctx.write(f"MQTT bridge on the board ({where}, {len(source)} bytes, verified): "
+              "`from umqtt.simple import MQTTClient` works; while a cell runs, this computer "
+              "opens the connections the board asks for.\n")
+
+
+def _write_small_flat(board: Any, name: str, text: str) -> None:
+    """A file whose name has a '/' (which the file commands refuse on a flat filesystem),
+    written, then read back and compared by length and byte sum."""
+    out = board.exec(f"f=open({name!r},'w')\nf.write({text!r})\nf.close()\n"
+                     f"f=open({name!r})\nd=f.read()\nf.close()\n"
+                     "print(len(d),sum(bytes(d,'utf8')))\ndel f,d\n")
+    want = f"{len(text)} {sum(text.encode())}"
+    if out.strip() != want:
+        raise MqttError(f"Writing {name} on the board did not verify (read back {out.strip()!r}"
+                        f", expected {want!r}).", "Run %mqtt bridge again.")
