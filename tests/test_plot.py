@@ -19,9 +19,10 @@ from mpkernel.host.plot import LivePlot, parse_line
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def nb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notebook]:
-    with notebook(tmp_path_factory.mktemp("plot")) as running:
+@pytest.fixture(scope="module", params=["sim", "sim:qemu"])
+def nb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[Notebook]:
+    with notebook(port=request.param, tmp_path=tmp_path_factory.mktemp("plot")) as running:
         yield running
 
 
