@@ -23,9 +23,10 @@ def _seconds(m: re.Match, which: str) -> float:
     return float(m[which]) * _UNITS[m[which[0] + "u"]]
 
 
-@pytest.fixture(scope="module")
-def nb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notebook]:
-    with notebook(tmp_path_factory.mktemp("timing")) as running:
+@pytest.fixture(scope="module", params=["sim", "sim:qemu"])
+def nb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[Notebook]:
+    with notebook(port=request.param, tmp_path=tmp_path_factory.mktemp("timing")) as running:
         yield running
 
 
