@@ -567,11 +567,9 @@ def _download_once(board: Board, path: str, progress: Progress | None, block: in
         data = bytearray()
         while True:
             if board.interrupt_requested:
-                board.link.write(b"\x03")  # type: ignore[union-attr]
-                try:
-                    prog.finish(5.0)
-                except DeviceError:
-                    pass  # the KeyboardInterrupt asked for
+                # Ctrl-C is on during a download. The rest of the stream is binary (a NUL
+                # after a newline would look like a reboot to the REPL reader): drop it.
+                _resync(board)
                 raise Interrupted(f"Download of {path} interrupted; nothing was saved.")
             try:
                 length = int.from_bytes(prog.exact(2, 3.0), "little")
@@ -598,7 +596,8 @@ def _download_once(board: Board, path: str, progress: Progress | None, block: in
 
 
 def _resync(board: Board) -> None:
-    """After a damaged download: stop the program and let the next step resync."""
+    """Stop the download program (Ctrl-C), drop what it still sends, and let the next step
+    resync with the board."""
     board.link.write(b"\x03")  # type: ignore[union-attr]
-    board.repl.discard_input(quiet_for=0.2, limit=3.0)  # type: ignore[union-attr]
+    board.repl.discard_input(quiet_for=0.2, limit=10.0)  # type: ignore[union-attr]
     board.busy_reason = "transfer interrupted"

@@ -188,6 +188,48 @@ def test_a_decompression_error_names_its_cause_not_the_file_name(
     assert ctrl_c_works(mboard)
 
 
+def test_the_exec_path_deflates_with_a_window_the_board_accepts(
+        fs: FileSystem, mboard: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Firmware without sys.stdin.buffer uploads chunk by chunk through the REPL, deflated
+    # where that is shorter: issue 9's 12 KB source failed there with "BadPath ... EINVAL".
+    monkeypatch.setattr(fs_fast, "usable", lambda board: False)
+    result = fs.put(SOURCE[:12_000], "code.py")
+    assert result.method == "exec"
+    assert board_files(mboard) == {"code.py": sha(SOURCE[:12_000])}
+
+
+def test_put_and_get_summaries_state_what_the_board_has(mboard: Board, fs: FileSystem,
+                                                         tmp_path: Path) -> None:
+    nb = Notebook(mboard)
+    data = os.urandom(5000)
+    (tmp_path / "d.bin").write_bytes(data)
+    said = nb.run(f"%put {tmp_path / 'd.bin'} lib/d.bin")
+    on_board = board_files(mboard)["lib/d.bin"]
+    assert on_board == sha(data)
+    assert "lib/d.bin (5000 bytes)" in said and f"SHA-256 {on_board[:16]} matches" in said
+    back = tmp_path / "back.bin"
+    said = nb.run(f"%get lib/d.bin {back}")
+    assert back.read_bytes() == data
+    assert f"({len(data)} bytes)" in said and f"SHA-256 {on_board[:16]} of lib/d.bin" in said
+
+
+def test_interrupt_mid_download_saves_nothing_and_keeps_the_board(
+        fs: FileSystem, mboard: Board, tmp_path: Path) -> None:
+    data = os.urandom(20_000)
+    fs.put(data, "big.bin")
+    mboard.start_cell()
+    timer = threading.Timer(0.5, mboard.interrupt)
+    timer.start()
+    with pytest.raises(MpkernelError) as caught:
+        fs.fetch("big.bin")
+    timer.join()
+    assert "interrupted" in str(caught.value).lower()
+    mboard.start_cell()
+    assert board_files(mboard) == {"big.bin": sha(data)}
+    assert fs.get("big.bin") == data  # the next download is whole
+    assert ctrl_c_works(mboard)
+
+
 # -- faults mid-transfer: the old file or the new, never a mix; Ctrl-C back on ---------------
 def test_interrupt_mid_upload_keeps_the_old_file(fs: FileSystem, mboard: Board) -> None:
     fs.put(b"old version\n", "main.py")
