@@ -62,11 +62,15 @@ def test_eval_of_a_statement_says_to_use_exec(nb: Notebook) -> None:
 
 def test_board_exception_shows_the_board_traceback(nb: Notebook) -> None:
     cell = nb.run("%%host\nboard.exec('def f():\\n    return 1 / 0\\nf()')")
-    assert cell.error["ename"] == "BoardError"
+    assert cell.error["ename"] == "ZeroDivisionError"
     lines = cell.error["traceback"]
     # The board's own words for it (1.9.2: "division by zero", 1.25: "divide by zero").
     said = nb.run("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    print(e)").stdout
     assert lines[-1] == "ZeroDivisionError: " + said.strip()
+    # Host code can catch what the board raised, and the kernel and board carry on.
+    cell = nb.run("%%host\ntry:\n    board.eval('int(\"x\")')\nexcept board.Error as e:\n"
+                  "    print('caught', type(e).__name__, isinstance(e, ValueError))")
+    assert cell.stdout == "caught ValueError False\n"
     assert any(", in f" in line for line in lines), lines
 
 

@@ -50,15 +50,22 @@ def _closed_port() -> int:
 @pytest.mark.device
 def test_modern_board_gets_mpy_files_and_deps_in_lib_and_imports_them(
         index: str, modern: Notebook) -> None:
+    cell = modern.run(f"%mip install umqtt.simple --source --index {index}")
+    first = cell.shown_lines
+    assert first[0].startswith("Wrote /lib/umqtt/simple.py (6411 bytes) in "), first
+    assert first[1] == ("Installed umqtt.simple 1.3.4 (1 file, 6411 bytes, source) into /lib; "
+                        "import umqtt.simple.")
     cell = modern.run(f"%mip install umqtt.robust --index {index}")
     assert cell.ok, cell.messages
     lines = cell.shown_lines
     assert lines[0].startswith("Wrote /lib/umqtt/robust.mpy (")
     assert lines[1].startswith("Wrote /lib/umqtt/simple.mpy (")
-    assert lines[2].startswith("Installed umqtt.robust 1.0, umqtt.simple 1.3.4 (2 files, ")
-    assert lines[2].endswith(" bytes, .mpy) into /lib; import umqtt.robust.")
+    # MicroPython would import the older simple.py before simple.mpy: it is removed.
+    assert lines[2] == "Removed /lib/umqtt/simple.py, an older copy that would be imported instead."
+    assert lines[3].startswith("Installed umqtt.robust 1.0, umqtt.simple 1.3.4 (2 files, ")
+    assert lines[3].endswith(" bytes, .mpy) into /lib; import umqtt.robust.")
     # The qemu port, unlike ESP32 or rp2 firmware, starts without /lib on sys.path.
-    assert lines[3] == ("/lib is not on this board's sys.path ['', '.frozen']: run `import sys; "
+    assert lines[4] == ("/lib is not on this board's sys.path ['', '.frozen']: run `import sys; "
                         "sys.path.append('/lib')` before importing (boot.py is a good place).")
     assert modern.run(USOCKET_STAND_IN).ok
     cell = modern.run("import sys\nsys.path.append('/lib')\n"

@@ -190,6 +190,7 @@ def run_install(ctx: MagicContext, args: argparse.Namespace) -> None:
             remote = f"{target}/{item.path}" if target else item.path
             _make_parents(fs, remote, made)
             _upload(ctx, item.data, remote, f"{item.package}: {remote}")
+            _remove_shadow(ctx, fs, remote)
         for note in plan.notes:
             ctx.write(note + "\n")
         size = sum(len(f.data) for f in plan.files)
@@ -202,6 +203,18 @@ def run_install(ctx: MagicContext, args: argparse.Namespace) -> None:
         # MicroPython's qemu and unix ports, among others, start without /lib on sys.path.
         ctx.write(f"{target} is not on this board's sys.path {path}: run `import sys; "
                   f"sys.path.append({target!r})` before importing (boot.py is a good place).\n")
+
+
+def _remove_shadow(ctx: MagicContext, fs: FileSystem, remote: str) -> None:
+    """Remove X.py beside a new X.mpy (and X.mpy beside a new X.py): MicroPython imports
+    X.py first, so an older source copy would be imported instead of the new build."""
+    stem, dot, suffix = remote.rpartition(".")
+    if suffix not in ("py", "mpy") or not dot:
+        return
+    other = f"{stem}.{'mpy' if suffix == 'py' else 'py'}"
+    if fs.kind(other) == "file":
+        fs.rm(other)
+        ctx.write(f"Removed {other}, an older copy that would be imported instead.\n")
 
 
 def _make_parents(fs: FileSystem, remote: str, made: set[str]) -> None:

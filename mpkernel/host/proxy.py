@@ -35,7 +35,17 @@ _MARK = cells.RESULT_MARK
 
 class BoardError(Exception):
     """A board operation in a host cell failed; shown as the kernel shows it in board cells
-    (what happened, the board's traceback or the way out), not as a host-side stack."""
+    (what happened, the board's traceback or the way out), not as a host-side stack.
+
+    An exception raised on the board arrives as a subclass named like it (ZeroDivisionError,
+    OSError), so the notebook names the board's error; `except board.Error` catches them all.
+    """
+
+    @classmethod
+    def for_device(cls, err: DeviceError) -> BoardError:
+        name = err.ename.rpartition(".")[2]
+        kind = type(name, (cls,), {}) if name.isidentifier() else cls
+        return kind(err.traceback or [str(err)], err)
 
     def __init__(self, lines: list[str], cause: MpkernelError) -> None:
         super().__init__(lines[-1] if isinstance(cause, DeviceError) else str(cause))
@@ -85,6 +95,8 @@ def parse_value(text: str, expr: str = "") -> Any:
 
 class BoardProxy:
     """The kernel's board as seen from host Python; every call connects on first use."""
+
+    Error = BoardError  # `except board.Error:` catches what the board raised
 
     def __init__(self, kernel: Any) -> None:
         self._kernel = kernel
@@ -178,7 +190,7 @@ class BoardProxy:
         except DeviceError as err:
             if err.ename == "KeyboardInterrupt" and board.interrupt_requested:
                 raise KeyboardInterrupt("the board's program was interrupted") from None
-            raise BoardError(err.traceback or [str(err)], err) from None
+            raise BoardError.for_device(err) from None
         except Interrupted:
             raise KeyboardInterrupt("interrupted before the board started") from None
         except MpkernelError as err:
