@@ -19,6 +19,8 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 # (PyPI project, version, sha256 of the sdist)
 SDISTS = {
     "umqtt.simple": ("micropython-umqtt.simple", "1.3.4",
@@ -51,11 +53,17 @@ def sdist(project: str, version: str, sha256: str) -> bytes:
     listing_url = _simple_index().rstrip("/") + "/" + project.replace(".", "-") + "/"
     request = urllib.request.Request(
         listing_url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        files = json.load(response)["files"]
-    (entry,) = [f for f in files if f["filename"] == f"{project}-{version}.tar.gz"]
-    with urllib.request.urlopen(entry["url"], timeout=60) as response:
-        data = response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            files = json.load(response)["files"]
+        (entry,) = [f for f in files if f["filename"] == f"{project}-{version}.tar.gz"]
+        with urllib.request.urlopen(entry["url"], timeout=60) as response:
+            data = response.read()
+    except (OSError, ValueError) as err:
+        # Not a skip: the set-up is broken, as it would be for `pip install` in bootstrap.
+        pytest.fail(f"Could not fetch {project} {version} from the package index "
+                    f"{listing_url} ({err}); these tests build their mip index from it and "
+                    f"cache it in {cache}.", pytrace=False)
     assert hashlib.sha256(data).hexdigest() == sha256, f"{project} {version}: wrong digest"
     cache.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(data)
