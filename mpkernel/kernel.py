@@ -109,12 +109,13 @@ class MicroPythonKernel(IPythonKernel):
         if text:
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
 
-    def _show(self, obj: Any) -> None:
+    def _show(self, obj: Any) -> Any:
         # IPython's display() goes through the shell's display publisher, which knows the
-        # current cell (parent header) and handles widgets' mimebundles.
+        # current cell (parent header) and handles widgets' mimebundles. The handle lets a
+        # widget's output be replaced by text when its job is done (widgets.py).
         from IPython.display import display as ipython_display
 
-        ipython_display(obj)
+        return ipython_display(obj, display_id=True)
 
     def _widgets_ok(self) -> bool:
         if self.widgets == "auto":
