@@ -116,6 +116,8 @@ class Board:
         self.open_port()
         stopped = self._sync(first=True)
         line = self.summary()
+        if self.simulator is not None and self.simulator.notice:
+            line = f"{line}\n{self.simulator.notice}"
         return f"{line}\n{stopped}" if stopped else line
 
     def _open(self) -> None:

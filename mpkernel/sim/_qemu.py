@@ -42,6 +42,8 @@ class QemuBoard:
     name = ""
     #: how messages name it ("Connected to /dev/pts/3 (LABEL)")
     label = "the emulated board"
+    #: said on connecting, where this board differs from a real one in a way a user notices
+    notice = ""
     #: how its boot banner starts ("MicroPython v1.9.2"): proof in tests that it rebooted
     banner = "MicroPython"
     hint = ""

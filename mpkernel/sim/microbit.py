@@ -42,6 +42,9 @@ class Simulator(QemuBoard):
 
     name = "microbit"
     label = "the emulated micro:bit"
+    notice = ("Its filesystem is empty at each start (a kernel restart too): the emulated "
+              "micro:bit keeps files only while it runs. Keep your files on this computer "
+              "and %put them, or use %connect sim:qemu, which keeps its files.")
     banner = "MicroPython v1.9.2"
     hint = INSTALL_HINT
 
