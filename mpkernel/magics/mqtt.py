@@ -39,6 +39,7 @@ class MqttState:
     where: str = ""
     relay: Any = None  # bridge.Relay, made by %mqtt bridge
     broker: Any = None  # broker.Broker
+    credentials: tuple[str, str] = ("", "")  # kept for a restarted broker (secrets.py stays)
     watches: list[Watch] = field(default_factory=list)
 
 
@@ -63,6 +64,7 @@ def _state(ctx: MagicContext) -> MqttState:
     arg("--port", type=int, default=1883, help="broker: port to listen on (0 = any free one)"),
     arg("--bind", default="0.0.0.0", help="broker: address to listen on"),
     arg("--force", action="store_true", help="bridge: replace a real umqtt.simple"),
+    arg("--broker", action="store_true", help="stop: also stop the broker started here"),
 )
 def mqtt(ctx: MagicContext, args: argparse.Namespace) -> None:
     """MQTT from the notebook, on this computer:
@@ -76,10 +78,12 @@ def mqtt(ctx: MagicContext, args: argparse.Namespace) -> None:
       the time or count is reached or the cell is interrupted.
     - `%mqtt watch TOPIC`: a display that keeps showing the latest messages in the
       background, while other cells run (board cells included).
-    - `%mqtt stop`: stop watches, disconnect, close the bridge's connections, stop the broker.
+    - `%mqtt stop [--broker]`: stop watches, disconnect, close the bridge's connections;
+      with --broker also the broker started here (it also stops with the kernel).
     - `%mqtt broker [--port N] [--bind ADDR]`: start a local mosquitto with a generated user
       and password, written to the board as `secrets.py` (MQTT_BROKER, MQTT_PORT, MQTT_USER,
-      MQTT_PASSWORD), and connect the notebook to it.
+      MQTT_PASSWORD), and connect the notebook to it. Started again in the same session, it
+      keeps the user and password, so a board that imported secrets.py still gets in.
     - `%mqtt bridge`: for boards without a network (micro:bit, Pico): puts a module on the
       board so that `from umqtt.simple import MQTTClient` works and its traffic goes through
       this notebook while a cell runs (the computer opens the connection the board asks for).
@@ -296,7 +300,7 @@ def _stop(ctx: MagicContext, args: argparse.Namespace) -> None:
     if state.relay is not None and state.relay.conns:
         said.append(f"{len(state.relay.conns)} bridged board connection(s)")
         state.relay.close_all()
-    if state.broker is not None:
+    if state.broker is not None and args.broker:
         state.broker.stop()
         said.append(f"the broker on port {state.broker.port}")
         state.broker = None
@@ -310,8 +314,9 @@ def _broker(ctx: MagicContext, args: argparse.Namespace) -> None:
     if state.broker is not None and state.broker.running:
         raise MpkernelError(f"A broker already runs on port {state.broker.port}.",
                             "%mqtt stop stops it first.")
-    b = brokers.start_broker(args.port, args.bind)
+    b = brokers.start_broker(args.port, args.bind, *state.credentials)
     state.broker = b
+    state.credentials = (b.user, b.password)
     local = args.bind not in ("0.0.0.0", "")
     addresses = [args.bind] if local else (brokers.host_addresses() or ["127.0.0.1"])
     board_addr = addresses[0]
@@ -339,11 +344,13 @@ def _bridge(ctx: MagicContext, args: argparse.Namespace) -> None:
     from mpkernel.magics.files import _fs
 
     fs = _fs(ctx)
-    transport, client = bridge.board_source()
+    flat = fs.info().flat
+    transport, client = bridge.board_source(microbit=board.caps.platform == "microbit")
     source = (transport + client).encode()
-    if fs.info().flat:
+    if flat:
         fs.put(transport.encode(), BRIDGE_FLAT[0])
-        _write_small_flat(board, BRIDGE_FLAT[1], "from umqtt import MQTTException,_b,_c\n" + client)
+        _put_flat_with_slash(fs, BRIDGE_FLAT[1],
+                             "from umqtt import MQTTException,_b,_c\n" + client)
         where = " and ".join(BRIDGE_FLAT)
     else:
         in_lib = board.exec("import sys\nprint('/lib' in sys.path)").strip() == "True"
@@ -362,24 +369,36 @@ def _bridge(ctx: MagicContext, args: argparse.Namespace) -> None:
         fs.put(source, target)
         where = target
     # A module imported before (an older bridge, or the real one) would stay in use.
-    board.exec("import sys\ntry:\n for m in ('umqtt.simple','umqtt'):\n  sys.modules.pop(m,0)\n"
-               "except AttributeError:\n pass\n")
+    board.exec("def __mpk_mq():\n import sys\n for m in ('umqtt.simple','umqtt'):\n"
+               "  try:\n   sys.modules.pop(m,0)\n  except AttributeError:\n   pass\n"
+               "__mpk_mq()\ndel __mpk_mq\n")
+    freed = ""
+    if flat:
+        # Each upload leaves interned names behind in the micro:bit's 16 KB of RAM, and the
+        # bridge must compile in what is left: a soft reset gives it all back.
+        board.soft_reset()
+        freed = (" The board was soft-reset to free the RAM the upload used (its variables are "
+                 "gone).")
     if state.relay is None:
         state.relay = bridge.Relay()
     if ctx.kernel is not None:
         ctx.kernel.cell_filters["mqtt-bridge"] = state.relay.for_cell
     ctx.write(f"MQTT bridge on the board ({where}, {len(source)} bytes, verified): "
               "`from umqtt.simple import MQTTClient` works; while a cell runs, this computer "
-              "opens the connections the board asks for.\n")
+              f"opens the connections the board asks for.{freed}\n")
 
 
-def _write_small_flat(board: Any, name: str, text: str) -> None:
-    """A file whose name has a '/' (which the file commands refuse on a flat filesystem),
-    written, then read back and compared by length and byte sum."""
-    out = board.exec(f"f=open({name!r},'w')\nf.write({text!r})\nf.close()\n"
-                     f"f=open({name!r})\nd=f.read()\nf.close()\n"
+def _put_flat_with_slash(fs: Any, name: str, text: str) -> None:
+    """A file whose name has a '/' (the micro:bit's import resolves `umqtt.simple` to it; the
+    file commands refuse such names on a flat filesystem): a verified upload under a plain
+    name, copied to `name`, and the copy compared by length and byte sum."""
+    temp = "umqtt_s.tmp"
+    fs.put(text.encode(), temp)
+    board = fs.board
+    board.rename_file(temp, name)
+    out = board.exec(f"f=open({name!r})\nd=f.read()\nf.close()\n"
                      "print(len(d),sum(bytes(d,'utf8')))\ndel f,d\n")
     want = f"{len(text)} {sum(text.encode())}"
     if out.strip() != want:
-        raise MqttError(f"Writing {name} on the board did not verify (read back {out.strip()!r}"
-                        f", expected {want!r}).", "Run %mqtt bridge again.")
+        raise MqttError(f"The copy {name} on the board did not verify (read back "
+                        f"{out.strip()!r}, expected {want!r}).", "Run %mqtt bridge again.")

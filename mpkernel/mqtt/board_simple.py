@@ -1,24 +1,29 @@
 # mpkernel MQTT bridge: umqtt.simple's API for a board without a network. Each call prints
 # a frame (0x1D, a repr, '#', the sum of its bytes in hex, 0x1E) and reads the kernel's
-# answer (same framing, sent in pieces of 48 bytes: '+' asks for the next piece, '!' for all
+# answer (same framing around a letter and hex, parsed without eval: the parser would need
+# RAM the micro:bit does not have; sent in pieces of 48 bytes: '+' asks for the next piece, '!' for all
 # of it again after a loss) from the serial link. So it works while a cell runs under
 # mpkernel. Written tersely on purpose: a micro:bit (MicroPython 1.9, 16 KB RAM) must compile
-# it in the ~7 KB it has free (there, the part after the marker below is a module of its own,
-# compiled separately); comment lines are stripped before upload.
-try:
- from microbit import uart
- def _r():return uart.read()
-except ImportError:
- import sys,select
- _p=select.poll();_p.register(sys.stdin,1)
- def _r():
-  if _p.poll(2):return sys.stdin.buffer.read(1)
+# it in the ~7 KB it has free (there, the client part is a module of its own, compiled
+# separately); comment lines are stripped before upload, and the kernel sends the reader part
+# that fits the board (the micro:bit's UART, or stdin elsewhere).
+# -- microbit --
+from microbit import uart
+_r=uart.read
+import utime as _t
+# -- stdin --
+import sys,select
+_p=select.poll();_p.register(sys.stdin,1)
+def _r():
+ if _p.poll(2):return sys.stdin.buffer.read(1)
 try:
  import utime as _t
 except ImportError:
  import time as _t
+# -- core --
 class MQTTException(Exception):pass
 def _b(x):return x if x is None or isinstance(x,bytes) else bytes(str(x),'utf8')
+def _h(h):return bytes(int(h[i:i+2],16) for i in range(0,len(h),2))
 def _o(s):print('\x1d'+s+'\x1e',end='')
 def _c(o,w=0):
  r=repr(o);_o(r+'#%x'%(sum(bytes(r,'utf8'))&65535))
@@ -34,10 +39,12 @@ def _c(o,w=0):
     except ValueError:
      k=0
     if k:
-     v=eval(str(b[i+1:j],'utf8'))
-     if v[0]=='x':raise MQTTException(v[1])
-     if v[0]=='e':raise OSError(v[1])
-     return v[1]
+     v=b[i+2:j];c=b[i+1]
+     if c==110:return
+     if c==105:return int(v)
+     if c==120:raise MQTTException(int(v))
+     if c==101:raise OSError(str(v,'utf8'))
+     v=v.split(b',');return _h(v[0]),_h(v[1])
     b=b'';n=0;_o('!')
    elif n>=48:n=0;_o('+')
   else:

@@ -4,17 +4,20 @@ The board-side module (board_simple.py) prints one frame per call and reads the 
 the serial link while the cell runs; this module is the kernel's half, a cell output filter
 (see output_filters) that takes the frames out of the cell's output and answers them.
 
-Frames, both ways: 0x1D, a Python literal (repr), '#', the sum of its bytes mod 65536 in hex,
-0x1E. The literal is ASCII (bytes reprs, ints, None), so its text has no control bytes: a user
-print cannot end a frame early, and text that only looks like a frame fails its sum and is
-shown as it was printed. Answers go to the board in pieces of at most CHUNK bytes; the board
-asks for the next with the frame `+` and for all of it again with `!` (its 63-byte UART ring
+Frames, both ways: 0x1D, a body, '#', the sum of its bytes mod 65536 in hex, 0x1E. From the
+board the body is a Python literal (repr, ASCII: bytes reprs, ints, None), read here with
+ast.literal_eval; to the board it is a letter and hex (see encode_reply), which the board
+reads without eval. Neither has control bytes: a user print cannot end a frame early, text
+that only looks like a frame fails its sum and is shown as printed, no Ctrl-C is ever sent.
+
+Answers go to the board in pieces of at most CHUNK bytes; the board asks for the next with the frame `+` and for all of it again with `!` (its 63-byte UART ring
 overflowed). Connections live on this computer across cells, as sockets do on a Wi-Fi board.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +41,23 @@ def frame(literal: str) -> bytes:
     return START.encode() + body + b"#%x" % (sum(body) & 0xFFFF) + END.encode()
 
 
+def encode_reply(reply: Reply) -> str:
+    """An answer as the board reads it: n (None), i<int>, x<code> (MQTTException),
+    e<text> (OSError), or m<topic hex>,<payload hex> (a message); ASCII without control bytes,
+    so no Ctrl-C and no frame byte can appear in it."""
+    kind, value = reply
+    if kind == "x":
+        return f"x{int(value)}"
+    if kind == "e":
+        return "e" + "".join(c if " " <= c <= "~" and c != "#" else "?" for c in str(value))
+    if value is None:
+        return "n"
+    if isinstance(value, int):
+        return f"i{value}"
+    topic, payload = value
+    return f"m{bytes(topic).hex()},{bytes(payload).hex()}"
+
+
 def parse_frame(body: str) -> Any:
     """The literal a frame body carries, or None when it is not a bridge frame."""
     literal, _, check = body.rpartition("#")
@@ -50,19 +70,21 @@ def parse_frame(body: str) -> Any:
     return value if isinstance(value, tuple) and value and isinstance(value[0], str) else None
 
 
-def board_source() -> tuple[str, str]:
-    """The board module as (transport, client), without comment lines (flash is scarce).
+def board_source(microbit: bool) -> tuple[str, str]:
+    """The board module as (transport, client), without comment lines (flash is scarce),
+    with the reader for this board: the micro:bit's UART, or stdin with poll elsewhere.
 
-    A micro:bit cannot compile both at once in its free RAM: there they are two modules.
+    A micro:bit cannot compile both parts at once in its free RAM: there they are two modules.
     """
     text = (Path(__file__).parent / "board_simple.py").read_text()
-    transport, client = text.split("# -- client --\n")
+    parts = dict(re.findall(r"^# -- (\w+) --\n(.*?)(?=^# -- |\Z)", text, re.M | re.S))
+    reader = parts["microbit"] if microbit else parts["stdin"]
     head = "# mpkernel MQTT bridge (%mqtt bridge): umqtt.simple's API over the serial link\n"
 
     def strip(part: str) -> str:
         return "\n".join(ln for ln in part.splitlines() if not ln.lstrip().startswith("#"))
 
-    return head + strip(transport) + "\n", strip(client) + "\n"
+    return head + strip(reader + parts["core"]) + "\n", strip(parts["client"]) + "\n"
 
 
 def _text(value: Any) -> str:
@@ -170,7 +192,7 @@ class CellRelay:
 
     def _answer(self, reply: Reply) -> None:
         self.relay.relayed += 1
-        self.out, self.pos = frame(ascii(reply)), 0
+        self.out, self.pos = frame(encode_reply(reply)), 0
         self._send_chunk()
 
     def _send_chunk(self) -> None:

@@ -7,6 +7,7 @@ generated user, so boards on the LAN can connect and strangers cannot.
 
 from __future__ import annotations
 
+import getpass
 import secrets
 import shutil
 import socket
@@ -98,12 +99,14 @@ def host_addresses() -> list[str]:
     return found
 
 
-def start_broker(port: int = 1883, bind: str = "0.0.0.0", user: str = "") -> Broker:
+def start_broker(port: int = 1883, bind: str = "0.0.0.0", user: str = "",
+                 password: str = "") -> Broker:
+    """Start mosquitto; a user and password given again (a restart) keep secrets.py valid."""
     mosquitto, passwd = find_mosquitto()
     port = port or free_port(bind)
     folder = tempfile.mkdtemp(prefix="mpkernel-mosquitto-")
     user = user or "mpk-" + secrets.token_hex(2)
-    password = secrets.token_urlsafe(12)
+    password = password or secrets.token_urlsafe(12)
     pwfile = Path(folder, "passwords")
     made = subprocess.run([passwd, "-b", "-c", str(pwfile), user, password],
                           capture_output=True, text=True, timeout=10)
@@ -112,7 +115,10 @@ def start_broker(port: int = 1883, bind: str = "0.0.0.0", user: str = "") -> Bro
         raise MqttError(f"mosquitto_passwd failed: {made.stderr.strip()}")
     pwfile.chmod(0o600)
     conf = Path(folder, "mosquitto.conf")
+    # Started by root (a CI machine), mosquitto would switch to the user "mosquitto", who
+    # cannot read our private folder; it stays who we are (no effect for other users).
     conf.write_text(
+        f"user {getpass.getuser()}\n"
         f"listener {port} {bind}\nallow_anonymous false\npassword_file {pwfile}\n"
         "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n"
     )
