@@ -10,8 +10,9 @@ ast.literal_eval; to the board it is a letter and hex (see encode_reply), which 
 reads without eval. Neither has control bytes: a user print cannot end a frame early, text
 that only looks like a frame fails its sum and is shown as printed, no Ctrl-C is ever sent.
 
-Answers go to the board in pieces of at most CHUNK bytes; the board asks for the next with the frame `+` and for all of it again with `!` (its 63-byte UART ring
-overflowed). Connections live on this computer across cells, as sockets do on a Wi-Fi board.
+Answers go to the board in pieces of at most CHUNK bytes; the board asks for the next
+with the frame `+` and for all of it again with `!` (its 63-byte UART ring overflowed).
+Connections live on this computer across cells, as sockets do on a Wi-Fi board.
 """
 
 from __future__ import annotations
