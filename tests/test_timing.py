@@ -78,6 +78,8 @@ def test_timeit_refuses_bad_statements_before_sending_anything(nb: Notebook) -> 
     assert cell.error["evalue"].startswith("%timeit: the statement is not valid Python")
     cell = nb.run("%timeit")
     assert cell.error["evalue"] == "%timeit needs a statement to time."
+    cell = nb.run("%time")
+    assert cell.error["evalue"] == "%time needs a statement to time."
     assert nb.run("print(6 * 7)").stdout == "42\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mpkernel.errors import CellRefused
 from mpkernel.magics import MagicContext, arg, magic
 
 
@@ -14,6 +15,9 @@ def time_line(ctx: MagicContext, args: argparse.Namespace) -> None:
     and the output's trip back): `%time sum(range(1000))`."""
     from mpkernel.host.timing import run_timed
 
+    if not args.line.strip():
+        raise CellRefused("%time needs a statement to time.",
+                          "For example: %time sum(range(1000)), or %%time for a whole cell.")
     ctx.write(run_timed(ctx, args.line.strip()) + "\n")
 
 
