@@ -159,16 +159,18 @@ def mpy_kind(mpy_number: int) -> str:
     return str(mpy_number) if mpy_number else "py"
 
 
-def run_install(ctx: MagicContext, args: argparse.Namespace) -> None:
-    """%mip install: resolve and check everything on the host, then write to the board."""
-    from mpkernel.magics.files import _fs, _upload
+Upload = Callable[[bytes, str, str], object]  # (data, path on the board, progress label)
 
+
+def run_install(ctx: MagicContext, args: argparse.Namespace, fs: FileSystem,
+                upload: Upload) -> None:
+    """%mip install: resolve and check everything on the host, then write each file with
+    `upload` (the file magics' verified put, with its progress line)."""
     index = args.index or os.environ.get("MPKERNEL_MIP_INDEX") or DEFAULT_INDEX
     board = ctx.board
     mpy_number, path = ast.literal_eval(board.exec(BOARD_FACTS).strip().splitlines()[-1])
     libs = [p for p in path if p.endswith("/lib")]
     kind = "py" if args.source else mpy_kind(mpy_number)
-    fs = _fs(ctx)
     flat = fs.info().flat
     target = (args.target if args.target is not None
               else "" if flat else libs[0] if libs else "/lib")
@@ -189,7 +191,7 @@ def run_install(ctx: MagicContext, args: argparse.Namespace) -> None:
         for item in plan.files:
             remote = f"{target}/{item.path}" if target else item.path
             _make_parents(fs, remote, made)
-            _upload(ctx, item.data, remote, f"{item.package}: {remote}")
+            upload(item.data, remote, f"{item.package}: {remote}")
             _remove_shadow(ctx, fs, remote)
         for note in plan.notes:
             ctx.write(note + "\n")

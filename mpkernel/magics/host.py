@@ -116,5 +116,6 @@ def mip(ctx: MagicContext, args: argparse.Namespace) -> None:
     MPKERNEL_MIP_INDEX environment variable names another (a mirror, a local index).
     """
     from mpkernel.host.mip import run_install
+    from mpkernel.magics.files import _fs, _upload
 
-    run_install(ctx, args)
+    run_install(ctx, args, _fs(ctx), lambda data, path, label: _upload(ctx, data, path, label))
