@@ -99,6 +99,7 @@ def test_interrupting_a_host_cell_stops_the_board_program(nb: Notebook) -> None:
                   interrupt_when=lambda msgs: sum(m["msg_type"] == "stream" for m in msgs) >= 3,
                   timeout=30)
     assert cell.error["ename"] == "KeyboardInterrupt", cell.messages
+    assert cell.error["evalue"] == "the board's program was interrupted; its variables are kept"
     printed = [int(s) for s in cell.stdout.split()]
     assert printed[:3] == [1, 2, 3]  # streamed while it ran
     assert "not reached" not in cell.stdout

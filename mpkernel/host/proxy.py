@@ -189,10 +189,11 @@ class BoardProxy:
                 yield board
         except DeviceError as err:
             if err.ename == "KeyboardInterrupt" and board.interrupt_requested:
-                raise KeyboardInterrupt("the board's program was interrupted") from None
+                raise KeyboardInterrupt("the board's program was interrupted; its variables are "
+                                        "kept") from None
             raise BoardError.for_device(err) from None
-        except Interrupted:
-            raise KeyboardInterrupt("interrupted before the board started") from None
+        except Interrupted as err:
+            raise KeyboardInterrupt(str(err)) from None  # e.g. what an upload left behind
         except MpkernelError as err:
             raise BoardError(report_lines(err), err) from None
 
