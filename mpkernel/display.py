@@ -77,6 +77,22 @@ class TextProgress:
             self.label, self.done, self.total, self._clock() - self._start)) + "\n")
 
 
+class Rich:
+    """Text with an HTML rendition: frontends that render HTML show it, others (a terminal,
+    a saved notebook read as text) show the text, which is also its `str()`."""
+
+    def __init__(self, text: str, html: str) -> None:
+        self.text = text
+        self.html = html
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None
+                          ) -> dict[str, str]:
+        return {"text/plain": self.text, "text/html": self.html}
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class StreamCleaner:
     """Turn the board's CRLF text into Jupyter's LF text across chunk boundaries.
 

@@ -236,8 +236,8 @@ def diagnose(
 
     `lister` and `usb` stand in for pyserial's port list and the OS's USB device list.
     """
-    if port == "sim":
-        return _diagnose_sim(baudrate, opener=opener, timing=timing)
+    if port == "sim" or port.startswith("sim:"):
+        return _diagnose_sim(baudrate, opener=opener, timing=timing, name=port.partition(":")[2])
     timing = timing or Timing()
     opener = opener or open_port
     findings: list[str] = []
@@ -495,18 +495,30 @@ def _scan_bauds(ser: Any, port: str, baudrate: int, timing: Timing, findings: li
                 "doctor listens, and use a data cable, not a charge-only one.")
 
 
-def _diagnose_sim(baudrate: int, *, opener: Opener | None, timing: Timing | None) -> Diagnosis:
-    """`sim` names no device: check that a fresh emulated board starts and answers."""
-    from mpkernel.sim import Simulator
+def _diagnose_sim(baudrate: int, *, opener: Opener | None, timing: Timing | None,
+                  name: str = "") -> Diagnosis:
+    """`sim` / `sim:NAME` name no device: check that a fresh emulated board starts and answers.
 
+    The modern board gets a fresh, temporary filesystem: the user's own flash file may be in
+    use by the kernel's board (one running board per file), and a check must not touch it.
+    """
+    from mpkernel.sim import ModernBoard, simulator_for
+
+    port = f"sim:{name}" if name else "sim"
     try:
-        with Simulator() as sim:
+        board = simulator_for(name)
+        if isinstance(board, ModernBoard):
+            board = ModernBoard(fresh=True)
+        with board as sim:
             diag = diagnose(sim.pty_path, baudrate, opener=opener, timing=timing)
     except MpkernelError as err:
-        return Diagnosis("sim", Verdict.OPEN_FAILED, f"The emulated board cannot start: {err}",
+        return Diagnosis(port, Verdict.OPEN_FAILED, f"The emulated board cannot start: {err}",
                          err.hint)
-    diag.port = "sim"
-    diag.findings.insert(0, f"started a fresh emulated micro:bit on {sim.pty_path}")
+    diag.port = port
+    diag.findings.insert(0, f"started a fresh copy of {sim.label} on {sim.pty_path}")
+    if diag.ok:
+        # That pty is gone with the check's copy; the user connects by the board's name.
+        diag.next_step = f"Connect with %connect {port}"
     return diag
 
 

@@ -161,37 +161,67 @@ def test_ports_magic_prints_the_table(monkeypatch) -> None:
     assert "VID/PID" in spec.help
 
 
-def test_port_picker_connects_to_the_chosen_port() -> None:
+class FakeHandle:
+    """Stands for IPython's DisplayHandle: records what the output was replaced with."""
+
+    def __init__(self, shown: object) -> None:
+        self.shown = [shown]
+
+    def update(self, obj: object) -> None:
+        self.shown.append(obj)
+
+    def bundle(self) -> dict:
+        return self.shown[-1]._repr_mimebundle_()  # type: ignore[attr-defined]
+
+
+def test_port_picker_connects_to_the_chosen_port_and_leaves_text() -> None:
     from mpkernel import widgets
     from mpkernel.errors import MpkernelError
 
     infos = ports.list_ports(lister(ONBOARD, PICO))
     chosen: list[str] = []
-    picker = widgets.port_picker(infos, chosen.append)
+
+    def connect(port: str, say) -> str:
+        chosen.append(port)
+        say("stopped main.py")
+        return f"Connected to {port}: MicroPython v1.25.0."
+
+    choices = widgets.port_choices(infos, [(widgets.SIM_LABEL, "sim"),
+                                           (widgets.QEMU_LABEL, "sim:qemu")])
+    picker = widgets.port_picker(choices, "/dev/ttyACM1", connect, heading="No board yet.",
+                                 text="the list as text", show=FakeHandle)
     labels = [label for label, _ in picker.dropdown.options]
     assert labels[0].startswith("/dev/ttyACM1 - Raspberry Pi")
-    assert labels[-1] == widgets.SIM_LABEL
+    assert labels[-2:] == [widgets.SIM_LABEL, widgets.QEMU_LABEL]
     assert picker.dropdown.value == "/dev/ttyACM1"
-    picker.dropdown.value = "sim"
+    # Before a choice: the widget, with the list as text beside it for a saved notebook.
+    first = picker.handle.bundle()
+    assert first["text/plain"] == "the list as text"
+    assert "application/vnd.jupyter.widget-view+json" in first
+    picker.dropdown.value = "sim:qemu"
     picker.button.click()
-    assert chosen == ["sim"] and "Connected to sim" in picker.status.value
+    assert chosen == ["sim:qemu"]
+    # After it: only the text of what happened, no widget a reopened notebook cannot show.
+    assert picker.handle.bundle() == {"text/plain": "Connected to sim:qemu: MicroPython v1.25.0."}
 
-    def refuse(port: str) -> None:
+    def refuse(port: str, say) -> str:
         raise MpkernelError(f"{port} is in use by another program (PID 42 (screen)).", "Close it.")
 
-    failing = widgets.port_picker(infos, refuse)
+    failing = widgets.port_picker(choices, "sim", refuse, show=FakeHandle)
+    assert failing.dropdown.value == "sim"
     failing.button.click()
     assert "PID 42" in failing.status.value and not failing.button.disabled
+    assert len(failing.handle.shown) == 1  # the picker stays for another try
 
 
 def test_widget_progress_updates_and_leaves_the_summary() -> None:
     from mpkernel import widgets
 
     now = [0.0]
-    shown: list = []
-    bar = widgets.WidgetProgress("upload main.py", 2048, show=shown.append,
+    bar = widgets.WidgetProgress("upload main.py", 2048, show=FakeHandle,
                                  clock=lambda: now[0])
-    assert shown == [bar.widget]
+    assert bar.handle.shown[0].widget is bar.widget
+    assert bar.handle.bundle()["text/plain"].startswith("upload main.py: 0 B / 2.0 KB")
     now[0] = 1.0
     bar.update(1024)
     assert bar.bar.value == 1024 and "50%" in bar.text.value and "1.0 KB/s" in bar.text.value
@@ -202,6 +232,7 @@ def test_widget_progress_updates_and_leaves_the_summary() -> None:
     bar.close("main.py: 2.0 KB in 1.0 s, verified")
     assert bar.text.value == "main.py: 2.0 KB in 1.0 s, verified"
     assert bar.bar.bar_style == "success"
+    assert bar.handle.bundle() == {"text/plain": "main.py: 2.0 KB in 1.0 s, verified"}
 
 
 def test_importing_mpkernel_does_not_import_ipywidgets() -> None:
