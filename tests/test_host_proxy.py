@@ -32,8 +32,10 @@ def test_exec_streams_output_and_eval_returns_values(nb: Notebook) -> None:
     assert cell.stdout == ("on the board 42\n"
                            "list [42, 'a', b'\\x00z', 1.5, None, {1: (2, True)}]\n")
     # The value lives on in host Python: a later host cell computes with it.
-    cell = nb.run("%%host\nprint(v[0] + 1, board.eval('x') * 2)")
-    assert cell.stdout == "43 84\n"
+    cell = nb.run("%%host\nprint(v[0] + 1, board.eval('x') * 2)\n"
+                  "out = board.exec('for k in range(3):\\n    print(k * x)', capture=True)\n"
+                  "print(repr(out))")
+    assert cell.stdout == "43 84\n'0\\n42\\n84\\n'\n"
 
 
 def test_board_variables_set_in_board_cells_are_seen_by_host_cells(nb: Notebook) -> None:

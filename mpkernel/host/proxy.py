@@ -199,9 +199,9 @@ class BoardProxy:
 
     def _run(self, board: Board, code: str, capture: Callable[[str], None] | None,
              timeout: float | None, result: list[str] | None = None) -> None:
-        cleaner = StreamCleaner()
-        lines = LineBuffer(_stdout_write)
-        sink = capture or (lambda text: lines.feed(cleaner.feed(text)))
+        cleaner = StreamCleaner()  # the board's CRLF becomes LF, shown or captured
+        lines = LineBuffer(capture or _stdout_write, hold=0 if capture else 0.03)
+        sink = lambda text: lines.feed(cleaner.feed(text))  # noqa: E731
 
         def on_output(text: str) -> None:
             if result is not None:
