@@ -44,9 +44,9 @@ class _Publisher:
     cell=True,
 )
 def plot(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
-    """Run the cell on the board and plot the numbers it prints, live, in one figure that is
-    updated in place: `print(a, b)` gives series y1 and y2, `print('temp=%d hum=%d' % ...)`
-    gives series temp and hum. Other lines are shown as text.
+    """Run the cell on the board and plot the numbers it prints, live. One figure is updated
+    in place: `print(a, b)` gives series y1 and y2, `print('temp=%d hum=%d' % ...)` gives
+    series temp and hum. Other lines are shown as text.
 
     When the cell ends or is interrupted, host cells have the data as `plot_data`, a list of
     rows ({series: value}), e.g. `%%host` then `pandas.DataFrame(plot_data)`. The figure is
@@ -106,8 +106,8 @@ def plot(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
     arg("--source", action="store_true", help="install .py source even where .mpy exists"),
 )
 def mip(ctx: MagicContext, args: argparse.Namespace) -> None:
-    """Install micropython-lib packages on the board, downloaded by this computer (the board
-    needs no network): `%mip install umqtt.simple`, `%mip install umqtt.simple@1.3.4`.
+    """Install micropython-lib packages on the board, downloaded by this computer. The board
+    needs no network: `%mip install umqtt.simple`, `%mip install umqtt.simple@1.3.4`.
 
     Compiled .mpy files are chosen when the index has them for the board's .mpy format,
     source otherwise. Every file is checked against the index's hash, then written through

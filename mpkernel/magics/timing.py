@@ -10,9 +10,9 @@ from mpkernel.magics import MagicContext, arg, magic
 
 @magic("time", arg("statement", nargs="*", help="code to run once, timed"), raw=True)
 def time_line(ctx: MagicContext, args: argparse.Namespace) -> None:
-    """Run a statement on the board once and report its time: the board's own clock
-    (time.ticks_us around the code) and the host's wall time (which adds sending, compiling
-    and the output's trip back): `%time sum(range(1000))`."""
+    """Time a statement on the board: the board's own clock and the host's wall time. The
+    board's is time.ticks_us around the code; the host's adds sending, compiling and the
+    output's trip back: `%time sum(range(1000))`."""
     from mpkernel.host.timing import run_timed
 
     if not args.line.strip():
@@ -23,9 +23,9 @@ def time_line(ctx: MagicContext, args: argparse.Namespace) -> None:
 
 @magic("time", cell=True)
 def time_cell(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
-    """Run the cell on the board and report its time: the board's own clock (time.ticks_us
-    around the cell's code) and the host's wall time (which adds sending, compiling and the
-    output's trip back). Output and Out[n] appear as for any cell."""
+    """Time the cell on the board: the board's own clock and the host's wall time. The
+    board's is time.ticks_us around the cell's code; the host's adds sending, compiling and
+    the output's trip back. Output and Out[n] appear as for any cell."""
     from mpkernel.host.timing import run_timed
 
     ctx.write(run_timed(ctx, body) + "\n")
@@ -40,8 +40,8 @@ def time_cell(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
     raw=True,
 )
 def timeit_magic(ctx: MagicContext, args: argparse.Namespace) -> None:
-    """Time one line of code in a loop that runs entirely on the board, so the serial round
-    trip is not in the figure: `%timeit sum(range(100))`, `%timeit -n 100 -r 3 f()`.
+    """Time one line in a loop that runs on the board, without the serial round trip. For
+    example `%timeit sum(range(100))`, `%timeit -n 100 -r 3 f()`.
 
     Reports the mean and spread per loop, the best run, and what the bare loop costs.
     """
