@@ -265,5 +265,8 @@ def first_sentence(doc: str) -> str:
 @magic("host", cell=True)
 def host(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
     """Run the cell on this computer's Python (IPython), not on the board: for plotting data
-    pulled with %get, preparing files, or anything the board cannot do."""
+    pulled with %get, preparing files, or anything the board cannot do.
+
+    Its `board` object reaches the board: `board.exec(code)` (output streamed),
+    `board.eval(expr)` (a Python value), `board.get(path)`, `board.put(data_or_file, path)`."""
     raise MpkernelError("%%host cells are run by the kernel itself.")
