@@ -88,7 +88,13 @@ def test_board_publishes_through_the_bridge_and_gets_a_notebook_message(
     assert sub.ok, (sub.error, sub.stdout)
     lines = sub.stdout.splitlines()
     assert lines[1] == "lesson/last: bye", lines
-    assert lines[2].startswith("Stopped after 1 messages: 1 message on lesson/last in ")
+    assert lines[2].startswith("Stopped (--count 1): 1 message on lesson/last in ")
+    # Without --for or --count it listens until interrupted; the kernel stays usable.
+    endless = nb.run("%mqtt sub lesson/quiet", interrupt_after=1.0, timeout=20)
+    assert endless.ok, endless.error
+    assert re.fullmatch(r"Listening to lesson/quiet \(interrupt to stop\)\.\.\.\n"
+                        r"Stopped \(interrupted\): 0 messages on lesson/quiet in \d+\.\d s\.\n",
+                        endless.stdout), endless.stdout
     # A message sent with %mqtt pub reaches the board's callback.
     pub = nb.run("%mqtt pub lesson/cmd 'led on' --qos 1")
     assert pub.stdout == "Published 6 bytes to lesson/cmd (QoS 1).\n", (pub.error, pub.stdout)

@@ -215,10 +215,10 @@ def _sub(ctx: MagicContext, args: argparse.Namespace) -> None:
         with _until_interrupted() as stop:
             while not stop.is_set():
                 if args.count is not None and got >= args.count:
-                    why = f"{got} messages"
+                    why = f"--count {args.count}"
                     break
                 if args.seconds is not None and time.monotonic() - started >= args.seconds:
-                    why = f"{args.seconds:g} s"
+                    why = f"--for {args.seconds:g}"
                     break
                 conn.check_alive()
                 try:
@@ -231,7 +231,7 @@ def _sub(ctx: MagicContext, args: argparse.Namespace) -> None:
         conn.listeners.remove(listener)
         if not conn.lost:
             conn.client.unsubscribe(topic)
-    ctx.write(f"Stopped after {why}: {got} message{'s' if got != 1 else ''} on {topic} in "
+    ctx.write(f"Stopped ({why}): {got} message{'s' if got != 1 else ''} on {topic} in "
               f"{time.monotonic() - started:.1f} s.\n")
 
 
