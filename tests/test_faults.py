@@ -152,8 +152,10 @@ def test_rescue_main_py_that_swallows_ctrl_c(
     board = Board(relay.url)
     notes: list[str] = []
     try:
-        if rep == 1:
-            # Connecting plainly says what is wrong, without blaming the firmware.
+        if rep == 1 and relay.board.name == "microbit":
+            # Connecting plainly says what is wrong, without blaming the firmware. (On the
+            # modern board one of the catch's Ctrl-C bursts was seen to land outside the
+            # loop's try within the 3 s, which stops the program: nothing to say there.)
             with pytest.raises(BoardBusy) as info:
                 board.connect()
             text = info.value.user_text()
@@ -215,7 +217,7 @@ def test_reset_mid_cell_keeps_files_and_the_next_cell_runs(
         run(board, PRINTING)
     assert trigger.fired.is_set()
     assert "variables are gone" in str(info.value)
-    assert "MicroPython v1.9.2" in info.value.boot_output
+    assert "MicroPython v1." in info.value.boot_output
     assert run(board, "print(open('keep.txt').read())").strip() == "kept"
     run(board, "import os\nos.remove('keep.txt')")
 
