@@ -19,6 +19,16 @@ from jupyter_client.manager import KernelManager
 from mpkernel.cli import spec_dir_with_argv
 from mpkernel.sim import SimulatorMissing, check_installed
 
+PORTS = {"microbit": "sim", "qemu": "sim:qemu"}
+
+
+@pytest.fixture(scope="module", name="sim", params=list(PORTS))
+def board_name_fixture(request: pytest.FixtureRequest) -> str:
+    """The board a kernel test runs on, named as tests/conftest.py expects of `sim`, so that
+    MPK_BOARDS and the boards(...) marker select these tests like the other device tests.
+    Here it is only a name: the kernel starts its own emulated board (see `notebook`)."""
+    return request.param
+
 
 class Cell:
     """One executed cell: its reply and the IOPub messages it caused."""

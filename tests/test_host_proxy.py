@@ -9,17 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from host_kernel import Notebook, notebook
+from host_kernel import PORTS, Notebook, board_name_fixture, notebook  # noqa: F401
 
 from mpkernel.host.proxy import NotALiteral, parse_value
 
-pytestmark = pytest.mark.device
+# Both boards by default, like a test marked for them; MPK_BOARDS does not narrow it.
+pytestmark = [pytest.mark.device, pytest.mark.boards("microbit", "qemu")]
 
 
-@pytest.fixture(scope="module", params=["sim", "sim:qemu"])
-def nb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Notebook]:
-    with notebook(port=request.param, tmp_path=tmp_path_factory.mktemp("host")) as running:
+@pytest.fixture(scope="module")
+def nb(sim: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notebook]:
+    with notebook(port=PORTS[sim], tmp_path=tmp_path_factory.mktemp("host")) as running:
         yield running
 
 

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from host_kernel import Notebook, notebook
+from host_kernel import PORTS, Notebook, board_name_fixture, notebook  # noqa: F401
 
 from mpkernel.host.plot import LivePlot, parse_line
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", params=["sim", "sim:qemu"])
-def nb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Notebook]:
-    with notebook(port=request.param, tmp_path=tmp_path_factory.mktemp("plot")) as running:
+@pytest.fixture(scope="module")
+def nb(sim: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notebook]:
+    with notebook(port=PORTS[sim], tmp_path=tmp_path_factory.mktemp("plot")) as running:
         yield running
 
 
@@ -39,6 +38,7 @@ while True:
 
 
 @pytest.mark.device
+@pytest.mark.boards("microbit", "qemu")
 def test_interrupted_loop_plots_in_place_and_keeps_data_and_text(nb: Notebook) -> None:
     def enough(messages: list[dict]) -> bool:
         return sum(m["msg_type"] == "update_display_data" for m in messages) >= 3
@@ -74,6 +74,7 @@ def test_interrupted_loop_plots_in_place_and_keeps_data_and_text(nb: Notebook) -
 
 
 @pytest.mark.device
+@pytest.mark.boards("microbit", "qemu")
 def test_named_series_from_a_finished_cell(nb: Notebook) -> None:
     cell = nb.run("%%plot --window 3\nfor k in range(6):\n"
                   "    print('temp = %d, hum=%d' % (20 + k, 40 - k))\nprint('done')")
@@ -85,6 +86,7 @@ def test_named_series_from_a_finished_cell(nb: Notebook) -> None:
 
 
 @pytest.mark.device
+@pytest.mark.boards("microbit")
 def test_bad_options_are_refused_and_nothing_runs(nb: Notebook) -> None:
     cell = nb.run("%%plot --every 0\nprint(1)")
     assert cell.error["evalue"].startswith("--every 0.0 would redraw without pause")

@@ -6,12 +6,13 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from host_kernel import Notebook, notebook
+from host_kernel import PORTS, Notebook, board_name_fixture, notebook  # noqa: F401
 
 from mpkernel.errors import CellRefused
 from mpkernel.host.timing import TimeitResult, human_time, parse_timeit
 
-pytestmark = pytest.mark.device
+# Both boards by default, like a test marked for them; MPK_BOARDS does not narrow it.
+pytestmark = [pytest.mark.device, pytest.mark.boards("microbit", "qemu")]
 
 _TIME = re.compile(r"^Board time: (?P<board>[\d.]+) (?P<bu>µs|ms|s) \(time.ticks_us on the "
                    r"board\) · wall time: (?P<wall>[\d.]+) (?P<wu>µs|ms|s) \(host: sending, "
@@ -23,10 +24,9 @@ def _seconds(m: re.Match, which: str) -> float:
     return float(m[which]) * _UNITS[m[which[0] + "u"]]
 
 
-@pytest.fixture(scope="module", params=["sim", "sim:qemu"])
-def nb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Notebook]:
-    with notebook(port=request.param, tmp_path=tmp_path_factory.mktemp("timing")) as running:
+@pytest.fixture(scope="module")
+def nb(sim: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notebook]:
+    with notebook(port=PORTS[sim], tmp_path=tmp_path_factory.mktemp("timing")) as running:
         yield running
 
 
