@@ -106,9 +106,10 @@ class Notebook:
 
 
 @contextmanager
-def notebook(tmp_path: Path, port: str = "sim", extra_env: dict[str, str] | None = None
-             ) -> Iterator[Notebook]:
-    """A kernel on `port` (`sim` or `sim:qemu`; the modern board on a flash file of its own)."""
+def notebook(tmp_path: Path, port: str = "sim", extra_env: dict[str, str] | None = None,
+             connect: bool = True) -> Iterator[Notebook]:
+    """A kernel on `port` (`sim` or `sim:qemu`; the modern board on a flash file of its own),
+    connected by a first cell unless connect=False."""
     try:
         check_installed()
     except SimulatorMissing as err:
@@ -127,8 +128,9 @@ def notebook(tmp_path: Path, port: str = "sim", extra_env: dict[str, str] | None
     try:
         kc.wait_for_ready(timeout=60)
         nb = Notebook(km, kc)
-        first = nb.run("print('ready')", timeout=60)  # boots the board, connects
-        assert first.ok and first.stdout.endswith("ready\n"), first.messages
+        if connect:
+            first = nb.run("print('ready')", timeout=60)  # boots the board, connects
+            assert first.ok and first.stdout.endswith("ready\n"), first.messages
         yield nb
     finally:
         kc.stop_channels()

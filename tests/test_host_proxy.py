@@ -118,3 +118,12 @@ def test_parse_value_handles_micropython_reprs() -> None:
         parse_value("__import__('os').system('echo no')")
     with pytest.raises(NotALiteral):
         parse_value("<Pin 5>")
+
+
+def test_a_board_that_cannot_be_reached_is_said_plainly(tmp_path: Path) -> None:
+    with notebook(tmp_path, port="/dev/mpk-no-such-port", connect=False) as alone:
+        said = alone.run("print(1)").error  # what a board cell says about this port
+        cell = alone.run("%%host\nboard.eval('1')")
+        assert cell.error["ename"] == "BoardError"
+        assert cell.error["traceback"] == said["traceback"]
+        assert alone.run("%%host\nprint(6 * 7)").stdout == "42\n"

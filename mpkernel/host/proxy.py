@@ -180,15 +180,17 @@ class BoardProxy:
 
     @contextmanager
     def _board_call(self) -> Iterator[Board]:
-        board = self._kernel.get_board()
-        if self._fresh_cell:
-            board.start_cell()  # interrupts of earlier cells do not stop this one
-            self._fresh_cell = False
+        board: Board | None = None
         try:
+            board = self._kernel.get_board()  # connecting can fail: said like the rest
+            if self._fresh_cell:
+                board.start_cell()  # interrupts of earlier cells do not stop this one
+                self._fresh_cell = False
             with _interrupts_to(board):
                 yield board
         except DeviceError as err:
-            if err.ename == "KeyboardInterrupt" and board.interrupt_requested:
+            if (err.ename == "KeyboardInterrupt" and board is not None
+                    and board.interrupt_requested):
                 raise KeyboardInterrupt("the board's program was interrupted; its variables are "
                                         "kept") from None
             raise BoardError.for_device(err) from None
