@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.fixtures import default_boards
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -17,18 +18,26 @@ from mpkernel.cli import spec_dir_with_argv
 pytestmark = pytest.mark.device
 
 
-@pytest.fixture(params=["signal", "message"])
+# Each interrupt mode on each emulated board MPK_BOARDS names (the micro:bit by default).
+MODES = [(mode, board) for board in default_boards() for mode in ("signal", "message")]
+
+
+@pytest.fixture(params=MODES, ids=[f"{mode}-{board}" for mode, board in MODES])
 def kernel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple]:
+    mode, board = request.param
+    port = "sim" if board == "microbit" else f"sim:{board}"
+    # The modern board's flash file is locked by the QEMU using it: this kernel gets its own.
+    env = {"MPKERNEL_PORT": port, "MPKERNEL_QEMU_FLASH": str(tmp_path / "flash.bin")}
     spec_dir = spec_dir_with_argv(tmp_path / "kernels" / "mpkernel")
     spec = json.loads((spec_dir / "kernel.json").read_text())
-    spec["interrupt_mode"] = request.param
-    spec["env"] = {"MPKERNEL_PORT": "sim"}
+    spec["interrupt_mode"] = mode
+    spec["env"] = env
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     km = KernelManager(
         kernel_name="mpkernel",
         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),
     )
-    km.start_kernel(env={**os.environ, "MPKERNEL_PORT": "sim"})
+    km.start_kernel(env={**os.environ, **env})
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
