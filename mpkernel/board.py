@@ -245,10 +245,11 @@ class Board:
         """Run code, streaming its stdout; return all of it.
 
         Raises DeviceError (an exception on the board), BoardReset, LinkLost, BoardTimeout,
-        Interrupted (an interrupt arrived before it started), or InterruptFailed when a program
-        ignored every interrupt. `interruptible=False` is for clean-up steps that must run
-        even after the user interrupted the cell. `on_idle` is called at every read tick
-        (at least every READ_TICK seconds) while the program runs.
+        Interrupted (an interrupt arrived before it started, or while a raw-paste upload was
+        under way: none of it ran), or InterruptFailed when a program ignored every interrupt.
+        `interruptible=False` is for clean-up steps that must run even after the user
+        interrupted the cell. `on_idle` is called at every read tick (at least every READ_TICK
+        seconds) while the program runs.
         """
         data = code.encode()
         if interruptible and self.interrupt_requested:

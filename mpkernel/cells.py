@@ -158,7 +158,7 @@ def is_compile_error(traceback: str) -> bool:
     exactly one frame, `File "<stdin>", line N`, with no `, in <module>`. An error raised
     while the program ran, a SyntaxError from exec() or from importing a broken module
     included, starts with a `File "<stdin>", line N, in <module>` frame. Both shapes were
-    checked on the micro:bit's MicroPython 1.9.2; 1.2x prints the same.
+    checked on the micro:bit's MicroPython 1.9.2 and on 1.25 (the modern emulated board).
     """
     ename, _, lines = parse_traceback(traceback)
     if ename not in ("SyntaxError", "IndentationError") or len(lines) != 3:
