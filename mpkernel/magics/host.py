@@ -65,18 +65,21 @@ def plot(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
     cleaner = StreamCleaner()
     partial = [""]
 
-    def take(line: str) -> None:
-        row = parse_line(line)
-        if row is None:
-            ctx.write(line + "\n")
-        else:
-            live.add(row)
+    def take(lines: list[str]) -> None:
+        text = []
+        for line in lines:
+            row = parse_line(line)
+            if row is None:
+                text.append(line + "\n")
+            else:
+                live.add(row)
+        if text:  # one stream message per chunk of output, not one per line
+            ctx.write("".join(text))
 
     def on_output(text: str) -> None:
         lines = (partial[0] + cleaner.feed(text)).split("\n")
         partial[0] = lines.pop()
-        for line in lines:
-            take(line.rstrip("\r"))
+        take([line.rstrip("\r") for line in lines])
 
     board = ctx.board
     try:
@@ -84,7 +87,7 @@ def plot(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
     finally:
         rest = partial[0] + cleaner.flush()
         if rest.strip():
-            take(rest)
+            take([rest])
         live.finish()
         namespace = _host_namespace(ctx)
         if namespace is not None:
