@@ -116,7 +116,8 @@ def test_microbit_refuses_folders_and_installs_top_level_modules(
     assert cell.shown_lines[-1] == (
         "Installed bisect 3.3.3 (1 file, 2595 bytes, source) into the top level; "
         "import bisect.")
-    assert microbit.run("import bisect\nprint(bisect.bisect([1, 3, 5], 4))").stdout == "2\n"
+    cell = microbit.run("import bisect\nprint(bisect.bisect([1, 3, 5], 4))")
+    assert cell.stdout == "2\n", cell.error
 
 
 def test_a_file_that_does_not_match_its_hash_is_refused() -> None:
