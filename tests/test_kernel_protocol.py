@@ -18,6 +18,7 @@ from typing import Any
 
 import jupyter_kernel_test
 import pytest
+from harness.fixtures import default_boards
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -30,15 +31,17 @@ KERNEL_NAME = "mpkernel-test"
 FIRST_CELL_TIMEOUT = 30  # the first cell boots QEMU and probes the board
 
 
-def _write_kernelspec(root: Path) -> None:
-    spec_dir = root / "kernels" / KERNEL_NAME
+def _write_kernelspec(root: Path, name: str, port: str) -> None:
+    spec_dir = root / "kernels" / name
     spec_dir.mkdir(parents=True)
     spec = {
         "argv": [sys.executable, "-m", "mpkernel", "kernel", "-f", "{connection_file}"],
-        "display_name": "MicroPython (test, emulated micro:bit)",
+        "display_name": f"MicroPython (test, {port})",
         "language": "python",
         "interrupt_mode": "signal",
-        "env": {"MPKERNEL_PORT": "sim", "IPYTHONDIR": str(root / "ipython")},
+        # The modern board's flash file is locked by the QEMU using it: this kernel's own.
+        "env": {"MPKERNEL_PORT": port, "IPYTHONDIR": str(root / "ipython"),
+                "MPKERNEL_QEMU_FLASH": str(root / "flash.bin")},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
 
@@ -46,6 +49,7 @@ def _write_kernelspec(root: Path) -> None:
 # Subclassing through the module keeps pytest from collecting KernelTests itself.
 class MicroPythonKernelTests(jupyter_kernel_test.KernelTests):
     kernel_name = KERNEL_NAME
+    port = "sim"
     language_name = "python"
     file_extension = ".py"
 
@@ -84,7 +88,7 @@ class MicroPythonKernelTests(jupyter_kernel_test.KernelTests):
             pytest.fail(str(err.user_text()), pytrace=False)
         cls._tmp = tempfile.TemporaryDirectory(prefix="mpkernel-kt-")
         root = Path(cls._tmp.name)
-        _write_kernelspec(root)
+        _write_kernelspec(root, cls.kernel_name, cls.port)
         cls._old_path = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(root), cls._old_path]))
         super().setUpClass()
@@ -130,19 +134,24 @@ class MicroPythonKernelTests(jupyter_kernel_test.KernelTests):
         self.assertEqual(reply["content"]["ename"], "ZeroDivisionError")
         self.assertEqual(outputs[0]["content"]["ename"], "ZeroDivisionError")
 
+    # A name the board has at its prompt, its documented signature, and an attribute prefix.
+    inspect_name, inspect_signature = "display.scroll", "display.scroll(text"
+    attribute_prefix, attribute_match = "display.sc", "scroll"
+    sleep_module = "utime"
+
     def test_inspect_text_has_signature(self) -> None:
         self.flush_channels()
-        msg_id = self.kc.inspect("display.scroll", cursor_pos=len("display.scroll"))
+        msg_id = self.kc.inspect(self.inspect_name, cursor_pos=len(self.inspect_name))
         content = self._reply(msg_id)["content"]
         self.assertTrue(content["found"])
-        self.assertIn("display.scroll(text", content["data"]["text/plain"])
+        self.assertIn(self.inspect_signature, content["data"]["text/plain"])
 
     def test_complete_attribute_and_hidden_names(self) -> None:
         self.flush_channels()
-        msg_id = self.kc.complete("display.sc")
+        msg_id = self.kc.complete(self.attribute_prefix)
         content = self._reply(msg_id)["content"]
-        self.assertEqual(content["matches"], ["scroll"])
-        self.assertEqual(content["cursor_start"], len("display."))
+        self.assertEqual(content["matches"], [self.attribute_match])
+        self.assertEqual(content["cursor_start"], self.attribute_prefix.rindex(".") + 1)
         msg_id = self.kc.complete("__")
         matches = self._reply(msg_id)["content"]["matches"]
         self.assertFalse([m for m in matches if m.startswith("__mpk_")], matches)
@@ -181,7 +190,8 @@ class MicroPythonKernelTests(jupyter_kernel_test.KernelTests):
 
     def test_output_streams_while_cell_runs(self) -> None:
         self.flush_channels()
-        code = "import utime\nfor i in range(5):\n    print('tick', i)\n    utime.sleep_ms(200)"
+        code = (f"import {self.sleep_module} as t\nfor i in range(5):\n    print('tick', i)\n"
+                "    t.sleep_ms(200)")
         msg_id = self.kc.execute(code)
         # When each complete line reached us: a chunk may split a line, so rebuild the text.
         text = ""
@@ -204,6 +214,28 @@ class MicroPythonKernelTests(jupyter_kernel_test.KernelTests):
         msg_id = self.kc.history(hist_access_type="tail", n=2, raw=True, output=False)
         history = self._reply(msg_id)["content"]["history"]
         self.assertEqual([h[2] for h in history], [multi, "%help"])
+
+
+if "qemu" in default_boards():
+
+    class ModernBoardKernelTests(MicroPythonKernelTests):
+        """The same conformance suite on the modern emulated board (MPK_BOARDS names qemu)."""
+
+        kernel_name = KERNEL_NAME + "-qemu"
+        port = "sim:qemu"
+        completion_samples = [
+            {"text": "pri", "matches": {"print"}},
+            {"text": "import hashl", "matches": {"hashlib"}},
+            {"text": "%hel", "matches": {"%help"}},
+        ]
+        inspect_name, inspect_signature = "time.sleep_ms", "time.sleep_ms(ms)"
+        attribute_prefix, attribute_match = "time.sleep_m", "sleep_ms"
+        sleep_module = "time"
+
+        @classmethod
+        def setUpClass(cls) -> None:
+            super().setUpClass()
+            cls.kc.execute_interactive("import time", timeout=FIRST_CELL_TIMEOUT)
 
 
 # -- a fresh kernel: Tab before the first cell ---------------------------------------------------
