@@ -209,6 +209,20 @@ def test_interrupted_board_loop_closes_the_client_and_connect_works_again(
         seen.close()
 
 
+@pytest.mark.device
+def test_bridge_keeps_a_real_umqtt_unless_forced(nb: Notebook, broker: dict[str, Any]) -> None:
+    path = nb.run("import os\nprint('umqtt.py' if 'umqtt.py' in os.listdir() else "
+                  "'umqtt/simple.py')").stdout.strip()
+    real = "# the real umqtt.simple\nclass MQTTClient:\n pass\n"
+    assert nb.run(f"f = open({path!r}, 'w')\nf.write({real!r})\nf.close()").ok
+    kept = nb.run("%mqtt bridge", timeout=60)
+    assert kept.error["evalue"].startswith(f"{path} on the board is not mpkernel's bridge")
+    assert nb.run(f"print(open({path!r}).read() == {real!r})").stdout == "True\n"
+    forced = nb.run("%mqtt bridge --force", timeout=60)
+    assert forced.ok, forced.error
+    assert nb.run(CONNECT).stdout == "session 0\n"
+
+
 def test_frames_split_across_reads_and_lookalikes_in_user_text(tmp_path: Path) -> None:
     from mpkernel.mqtt import bridge
 

@@ -82,8 +82,9 @@ def mqtt(ctx: MagicContext, args: argparse.Namespace) -> None:
       with --broker also the broker started here (it also stops with the kernel).
     - `%mqtt broker [--port N] [--bind ADDR]`: start a local mosquitto with a generated user
       and password, written to the board as `secrets.py` (MQTT_BROKER, MQTT_PORT, MQTT_USER,
-      MQTT_PASSWORD), and connect the notebook to it. Started again in the same session, it
-      keeps the user and password, so a board that imported secrets.py still gets in.
+      MQTT_PASSWORD), and connect the notebook to it. Run again while it runs, it writes
+      secrets.py again; started again in the same session, it keeps the user and password,
+      so a board that imported secrets.py still gets in.
     - `%mqtt bridge`: for boards without a network (micro:bit, Pico): puts a module on the
       board so that `from umqtt.simple import MQTTClient` works and its traffic goes through
       this notebook while a cell runs (the computer opens the connection the board asks for).
@@ -311,27 +312,31 @@ def _broker(ctx: MagicContext, args: argparse.Namespace) -> None:
     from mpkernel.mqtt import broker as brokers
 
     state = _state(ctx)
-    if state.broker is not None and state.broker.running:
-        raise MpkernelError(f"A broker already runs on port {state.broker.port}.",
-                            "%mqtt stop stops it first.")
-    b = brokers.start_broker(args.port, args.bind, *state.credentials)
-    state.broker = b
-    state.credentials = (b.user, b.password)
+    b = state.broker
+    if b is not None and b.running and (args.port not in (0, b.port) or args.bind != b.bind):
+        raise MpkernelError(f"A broker already runs here on {b.bind} port {b.port}.",
+                            "%mqtt stop --broker stops it first.")
+    if b is None or not b.running:
+        # A restart keeps the user and password: a board that imported secrets.py gets in.
+        b = brokers.start_broker(args.port, args.bind, *state.credentials)
+        state.broker = b
+        state.credentials = (b.user, b.password)
     local = args.bind not in ("0.0.0.0", "")
     addresses = [args.bind] if local else (brokers.host_addresses() or ["127.0.0.1"])
     board_addr = addresses[0]
     where = "this computer only" if args.bind.startswith("127.") else (
         f"{args.bind}" if local else "all of this computer's addresses")
     ctx.write(brokers.DEFAULTS_NOTE.format(where=where) + "\n")
-    _open(ctx, b.host, b.port, user=b.user, password=b.password)
-    saved = "no board connected: secrets.py not written"
+    if state.conn is None or state.conn.lost or state.where != f"{b.host}:{b.port}":
+        _open(ctx, b.host, b.port, user=b.user, password=b.password)
     try:
         from mpkernel.magics.files import _fs
 
         _fs(ctx).put(b.secrets_py(board_addr).encode(), "secrets.py")
         saved = "user and password in secrets.py on the board"
     except MpkernelError as err:
-        saved = f"secrets.py not written ({err})"
+        # The broker runs; running %mqtt broker again only writes secrets.py again.
+        saved = f"secrets.py NOT written ({err}; run %mqtt broker again to retry)"
     ctx.write(f"MQTT broker (mosquitto {b.version}) on {', '.join(addresses)} port {b.port}; "
               f"{saved}; the notebook is connected.\n")
 
@@ -348,22 +353,24 @@ def _bridge(ctx: MagicContext, args: argparse.Namespace) -> None:
     transport, client = bridge.board_source(microbit=board.caps.platform == "microbit")
     source = (transport + client).encode()
     if flat:
-        fs.put(transport.encode(), BRIDGE_FLAT[0])
+        target = BRIDGE_FLAT[0]
+    else:
+        in_lib = board.exec("print('/lib' in __import__('sys').path)").strip() == "True"
+        target = "/lib/umqtt/simple.py" if in_lib else "umqtt/simple.py"
+    if fs.kind(target) == "file" and not args.force:
+        if BRIDGE_TAG.encode() not in fs.get(target)[:200]:
+            raise MpkernelError(
+                f"{target} on the board is not mpkernel's bridge: probably the real umqtt "
+                "(installed with %mip), which needs a network on the board. Nothing was changed.",
+                "%mqtt bridge --force replaces it with the bridge.")
+    if flat:
+        fs.put(transport.encode(), target)
         _put_flat_with_slash(fs, BRIDGE_FLAT[1],
                              "from umqtt import MQTTException,_b,_c\n" + client)
         where = " and ".join(BRIDGE_FLAT)
     else:
-        in_lib = board.exec("import sys\nprint('/lib' in sys.path)").strip() == "True"
-        base = "/lib" if in_lib else ""
-        target = f"{base}/umqtt/simple.py" if in_lib else "umqtt/simple.py"
-        if fs.kind(target) == "file" and not args.force:
-            old = fs.get(target)
-            if BRIDGE_TAG.encode() not in old[:200]:
-                raise MpkernelError(
-                    f"{target} on the board is the real umqtt.simple (installed with %mip?), "
-                    "which needs a network on the board.",
-                    "%mqtt bridge --force replaces it with the bridge.")
-        for folder in (base, f"{base}/umqtt") if base else ("umqtt",):
+        folders = ("/lib", "/lib/umqtt") if target.startswith("/lib") else ("umqtt",)
+        for folder in folders:
             if fs.kind(folder) is None:
                 fs.mkdir(folder)
         fs.put(source, target)
