@@ -48,6 +48,17 @@ def broker(nb: Notebook) -> dict[str, Any]:
     return {"host": host, "port": int(port), "user": user, "password": password}
 
 
+@pytest.fixture(autouse=True)
+def fresh_heap(request: pytest.FixtureRequest) -> None:
+    """Each test starts on a soft-reset board: the micro:bit's 16 KB hold the bridge and one
+    test's cells, not a whole module's worth of interned names (its users do the same when a
+    long session ends in MemoryError)."""
+    if "nb" in request.fixturenames:
+        nb = request.getfixturevalue("nb")
+        request.getfixturevalue("broker")
+        assert nb.run("%reset --soft").ok
+
+
 def listener(broker: dict[str, Any], topic: str) -> Connection:
     """A subscriber in the test process: what really reached the broker."""
     conn = Connection("127.0.0.1", broker["port"], user=broker["user"],
