@@ -3,9 +3,10 @@
 A feature that talks with a program on the board through the cell's own output (the MQTT
 bridge relays frames the board prints) registers a factory in the kernel's `cell_filters`.
 For each board cell, every factory makes a filter that sees the output text first (and
-returns what the user should see), is called at every read tick, and is closed when the cell
-ends, however it ends. Filters run in the kernel's main thread, between the reads of the
-cell's output, so they may write to the board's link.
+returns what the user should see), is called at every read tick, and is closed when the
+cell ends, however it ends (returning text it still held back, which is then shown).
+Filters run in the kernel's main thread, between the reads of the cell's output, so they
+may write to the board's link.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class CellFilter(Protocol):
 
     def idle(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> str: ...
 
 
 FilterFactory = Callable[["Board"], CellFilter]
@@ -33,12 +34,14 @@ class ActiveFilters:
 
     def __init__(self, factories: dict[str, FilterFactory], board: Board) -> None:
         self.filters = [make(board) for make in factories.values()]
+        self._output: Callable[[str], None] | None = None
 
     def wrap(
         self, on_output: Callable[[str], None], on_idle: Callable[[], None]
     ) -> tuple[Callable[[str], None], Callable[[], None]]:
         if not self.filters:
             return on_output, on_idle
+        self._output = on_output
 
         def output(text: str) -> None:
             for f in self.filters:
@@ -54,5 +57,9 @@ class ActiveFilters:
         return output, idle
 
     def close(self) -> None:
-        for f in self.filters:
-            f.close()
+        for i, f in enumerate(self.filters):
+            text = f.close()
+            for later in self.filters[i + 1 :]:
+                text = later.feed(text) if text else text
+            if text and self._output is not None:
+                self._output(text)

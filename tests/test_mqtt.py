@@ -264,5 +264,9 @@ def test_frames_split_across_reads_and_lookalikes_in_user_text(tmp_path: Path) -
     # User text that looks like a frame but fails its sum is shown as printed.
     fake = "\x1d('M', 7, 0)#ffff\x1e"
     assert cell.feed(fake + "ok") == fake + "ok"
+    # A lone 0x1D in user text is shown at once when a line follows, else when the cell ends.
+    assert cell.feed("a\x1db\nc") == "a\x1db\nc"
+    assert cell.feed("d\x1de") == "d"
+    assert cell.close() == "\x1de"
     # A message goes to the board as hex: no byte of it can be a Ctrl-C or a frame byte.
     assert bridge.encode_reply(("k", (b"t/1", b"\x03\x1e"))) == "m742f31,031e"

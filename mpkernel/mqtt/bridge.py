@@ -88,6 +88,11 @@ def board_source(microbit: bool) -> tuple[str, str]:
     return head + strip(reader + parts["core"]) + "\n", strip(parts["client"]) + "\n"
 
 
+def _frame_like(partial: str) -> bool:
+    """Could this be the start of a frame body? Bodies are printable ASCII only."""
+    return all(" " <= c <= "~" for c in partial)
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -136,8 +141,8 @@ class CellRelay:
             data = data[start:]
             end = data.find(END)
             if end < 0:
-                if len(data) > MAX_FRAME:
-                    shown.append(data[0])
+                if len(data) > MAX_FRAME or not _frame_like(data[1:]):
+                    shown.append(data[0])  # a lone 0x1D the user printed: not a frame
                     data = data[1:]
                     continue
                 self.held = data  # the rest of the frame is still on its way
@@ -150,12 +155,15 @@ class CellRelay:
     def idle(self) -> None:
         self._progress()
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """End of the cell: forget a pending request; give back text that was held."""
         self.pending = None
         if self.board.interrupt_requested:
             # The board's loop was stopped: its clients are gone with it, and the next
             # connect() must start afresh (the broker would see a duplicate client id).
             self.relay.close_all()
+        held, self.held = self.held, ""
+        return held
 
     # -- answering ---------------------------------------------------------------------------
     def _on_frame(self, body: str) -> bool:
