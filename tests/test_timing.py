@@ -31,14 +31,18 @@ def nb(sim: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notebook]
 
 
 def test_cell_time_measures_the_board_and_keeps_output_and_result(nb: Notebook) -> None:
-    cell = nb.run("%%time\nimport time\nprint('start')\ntime.sleep_ms(300)\n6 * 7")
+    # 300 ms by the board's own clock, busy-waited. The emulated micro:bit's ticks_us is
+    # glitchy (measured: 1.19-1.26 s of ticks_us per second of ticks_ms, single steps of
+    # +65.6 ms and some backwards), so a reading there may be off by one such step.
+    cell = nb.run("%%time\nimport time\nprint('start')\nt = time.ticks_us()\n"
+                  "while time.ticks_diff(time.ticks_us(), t) < 300000:\n    pass\n6 * 7")
     assert cell.ok, cell.error
     lines = cell.stdout.splitlines()
     assert lines[0] == "start"
     m = _TIME.match(lines[1])
     assert m, lines
     board, wall = _seconds(m, "board"), _seconds(m, "wall")
-    assert 0.29 <= board <= 0.4, board  # the sleep, measured by the board's clock
+    assert 0.3 - 0.066 <= board <= 0.45, board
     assert wall >= board
     assert cell.result == "42"
     # Nothing of the timer is left in the board's namespace.
@@ -58,13 +62,15 @@ def test_line_time_and_an_error_keeps_the_cells_line_numbers(nb: Notebook) -> No
 
 def test_timeit_loops_on_the_board_and_reports_per_loop_time(nb: Notebook) -> None:
     assert nb.run("def slow():\n    import time\n    time.sleep_ms(20)").ok
-    cell = nb.run("%timeit -n 3 -r 2 slow()")
+    cell = nb.run("%timeit -n 10 -r 2 slow()")
     assert cell.ok, cell.error
     m = re.match(r"^(?P<mean>[\d.]+) ms ± [\d.]+ (µs|ms) per loop on the board \(mean ± std\. "
-                 r"dev\. of 2 runs, 3 loops each; best [\d.]+ ms; the loop itself costs "
+                 r"dev\. of 2 runs, 10 loops each; best [\d.]+ ms; the loop itself costs "
                  r"[\d.]+ µs\)$", cell.stdout.strip())
     assert m, cell.stdout
-    assert 19.5 <= float(m["mean"]) <= 25  # 20 ms a call, without the serial round trip
+    # 20 ms a call, without a serial round trip per loop (that would add 20 ms or more); one
+    # glitch of the micro:bit's ticks_us (65.6 ms, see above) spreads 6.6 ms over a run.
+    assert 20 - 6.6 <= float(m["mean"]) <= 20 + 6.6 + 1
     # Adaptive: a cheap statement gets many loops, and the whole run stays bounded.
     cell = nb.run("%timeit a = 3 * 7")
     summary = cell.stdout.strip()
