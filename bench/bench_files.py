@@ -292,6 +292,12 @@ def main() -> None:
     parser.add_argument("--boards", default="microbit,qemu")
     parser.add_argument("--no-mpremote", action="store_true")
     args = parser.parse_args()
+    if not args.no_mpremote:
+        try:
+            import mpremote  # noqa: F401  (measured on the same link; not a dependency)
+        except ImportError:
+            raise SystemExit("mpremote is not installed: pip install mpremote, or run with "
+                             "--no-mpremote") from None
     latencies: tuple[float | None, ...] = (*LATENCIES, None)
     rows: list[Row] = []
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
