@@ -69,7 +69,6 @@ def run_board(name: str, rate: int, seconds: float) -> dict[str, float]:
                            make_progress=None)  # type: ignore[arg-type]
         mqtt = registry()["%mqtt"]
         mqtt.handler(ctx, mqtt.parse("bridge"))
-        relay = ctx.state["mqtt"].relay
 
         arrived: list[tuple[int, float]] = []
         lock = threading.Lock()
@@ -100,7 +99,8 @@ def run_board(name: str, rate: int, seconds: float) -> dict[str, float]:
                 else:
                     tail.append(line.strip())
 
-        active = output_filters.ActiveFilters({"mqtt": relay.for_cell}, board)
+        # The relay is registered for every board cell (output_filters.DEFAULTS) by %mqtt.
+        active = output_filters.ActiveFilters({}, board)
         out, idle = active.wrap(on_output, lambda: None)
         code = CELL.format(host="127.0.0.1", port=broker.port, user=broker.user,
                            password=broker.password, n=n, period=1000 // rate)

@@ -28,12 +28,17 @@ class CellFilter(Protocol):
 
 FilterFactory = Callable[["Board"], CellFilter]
 
+# Filters of every kernel in this process, registered by a feature when it is imported (one
+# kernel per process): the MQTT bridge's relay must answer a board that already has the
+# bridge module after a kernel restart, before any %mqtt command runs again.
+DEFAULTS: dict[str, FilterFactory] = {}
+
 
 class ActiveFilters:
     """The filters of one running cell, chained in registration order."""
 
     def __init__(self, factories: dict[str, FilterFactory], board: Board) -> None:
-        self.filters = [make(board) for make in factories.values()]
+        self.filters = [make(board) for make in {**DEFAULTS, **factories}.values()]
         self._output: Callable[[str], None] | None = None
 
     def wrap(

@@ -16,7 +16,11 @@ from typing import Any
 
 from mpkernel.errors import MpkernelError
 from mpkernel.magics import MagicContext, arg, magic
+from mpkernel.mqtt import bridge
 from mpkernel.mqtt.client import Connection, Message, MqttError
+
+# The relay answers any board cell (a board with the bridge from an earlier session too).
+bridge.register()
 
 ACTIONS = ("connect", "pub", "sub", "watch", "stop", "broker", "bridge")
 WATCH_ROWS = 20
@@ -37,7 +41,7 @@ class Watch:
 class MqttState:
     conn: Connection | None = None
     where: str = ""
-    relay: Any = None  # bridge.Relay, made by %mqtt bridge
+    relay: bridge.Relay = bridge.RELAY
     broker: Any = None  # broker.Broker
     credentials: tuple[str, str] = ("", "")  # kept for a restarted broker (secrets.py stays)
     watches: list[Watch] = field(default_factory=list)
@@ -298,7 +302,7 @@ def _stop(ctx: MagicContext, args: argparse.Namespace) -> None:
         state.conn.close()
         said.append(f"the connection to {state.where}")
         state.conn = None
-    if state.relay is not None and state.relay.conns:
+    if state.relay.conns:
         said.append(f"{len(state.relay.conns)} bridged board connection(s)")
         state.relay.close_all()
     if state.broker is not None and args.broker:
@@ -342,9 +346,6 @@ def _broker(ctx: MagicContext, args: argparse.Namespace) -> None:
 
 
 def _bridge(ctx: MagicContext, args: argparse.Namespace) -> None:
-    from mpkernel.mqtt import bridge
-
-    state = _state(ctx)
     board = ctx.board
     from mpkernel.magics.files import _fs
 
@@ -386,10 +387,6 @@ def _bridge(ctx: MagicContext, args: argparse.Namespace) -> None:
         board.soft_reset()
         freed = (" The board was soft-reset to free the RAM the upload used (its variables are "
                  "gone).")
-    if state.relay is None:
-        state.relay = bridge.Relay()
-    if ctx.kernel is not None:
-        ctx.kernel.cell_filters["mqtt-bridge"] = state.relay.for_cell
     ctx.write(f"MQTT bridge on the board ({where}, {len(source)} bytes, verified): "
               "`from umqtt.simple import MQTTClient` works; while a cell runs, this computer "
               f"opens the connections the board asks for.{freed}\n")

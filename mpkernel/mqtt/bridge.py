@@ -299,5 +299,15 @@ class CellRelay:
         return None if wait else ("k", None)
 
 
+RELAY = Relay()  # the process's relay (one kernel per process), see register()
+
+
+def register() -> None:
+    """Relay for every board cell of this process (output_filters.DEFAULTS)."""
+    from mpkernel import output_filters
+
+    output_filters.DEFAULTS["mqtt-bridge"] = RELAY.for_cell
+
+
 def _message(err: MqttError) -> str:
     return f"MQTT: {err} {err.hint}".strip()
