@@ -28,7 +28,7 @@ def test_exec_streams_output_and_eval_returns_values(nb: Notebook) -> None:
                   "board.exec('x = 6 * 7\\nprint(\"on the board\", x)')\n"
                   "v = board.eval('[x, \"a\", b\"\\\\x00z\", 1.5, None, {1: (2, True)}]')\n"
                   "print(type(v).__name__, v)")
-    assert cell.ok, cell.messages
+    assert cell.ok, (cell.error, cell.stdout)
     assert cell.stdout == ("on the board 42\n"
                            "list [42, 'a', b'\\x00z', 1.5, None, {1: (2, True)}]\n")
     # The value lives on in host Python: a later host cell computes with it.
@@ -83,7 +83,7 @@ def test_put_and_get_bytes_and_a_local_file(nb: Notebook, tmp_path: Path) -> Non
                   "board.put(b'hello\\x00\\xff\\n', 'h.bin')\n"
                   f"board.put({str(local)!r}, 'conf.py')\n"
                   "print(board.get('h.bin'))")
-    assert cell.ok, cell.messages
+    assert cell.ok, (cell.error, cell.stdout)
     lines = cell.stdout.splitlines()
     assert lines[0].startswith("Wrote h.bin (8 bytes)")
     assert lines[1].startswith("Wrote conf.py (11 bytes)")

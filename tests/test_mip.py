@@ -57,7 +57,7 @@ def test_modern_board_gets_mpy_files_and_deps_in_lib_and_imports_them(
     assert first[1] == ("Installed umqtt.simple 1.3.4 (1 file, 6411 bytes, source) into /lib; "
                         "import umqtt.simple.")
     cell = modern.run(f"%mip install umqtt.robust --index {index}")
-    assert cell.ok, cell.messages
+    assert cell.ok, (cell.error, cell.stdout)
     lines = cell.shown_lines
     assert lines[0].startswith("Wrote /lib/umqtt/robust.mpy (")
     assert lines[1].startswith("Wrote /lib/umqtt/simple.mpy (")
@@ -80,7 +80,7 @@ def test_modern_board_gets_mpy_files_and_deps_in_lib_and_imports_them(
 def test_source_only_package_falls_back_to_py_and_a_version_is_honoured(
         index: str, modern: Notebook) -> None:
     cell = modern.run(f"%mip install bisect@3.3.3 --index {index}")
-    assert cell.ok, cell.messages
+    assert cell.ok, (cell.error, cell.stdout)
     assert cell.shown_lines[1:3] == [
         "bisect: no .mpy build for this board's format 6; installed the source.",
         "Installed bisect 3.3.3 (1 file, 2595 bytes, source) into /lib; import bisect.",

@@ -78,7 +78,7 @@ def test_interrupted_loop_plots_in_place_and_keeps_data_and_text(nb: Notebook) -
 def test_named_series_from_a_finished_cell(nb: Notebook) -> None:
     cell = nb.run("%%plot --window 3\nfor k in range(6):\n"
                   "    print('temp = %d, hum=%d' % (20 + k, 40 - k))\nprint('done')")
-    assert cell.ok, cell.messages
+    assert cell.ok, (cell.error, cell.stdout)
     assert len(cell.of_type("display_data")) == 1
     assert cell.stdout == "done\nplot_data: 6 rows, 2 series (temp, hum), for %%host cells.\n"
     host = nb.run("%%host\nprint(plot_data[5])")
