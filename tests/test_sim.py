@@ -274,7 +274,8 @@ def test_sleep_ms_sleeps_on_the_host_clock(console: Console) -> None:
     host_ms = (time.monotonic() - started) * 1000
     assert 400 <= board_ms < 450
     assert 400 <= host_ms < 2000  # the exchange around it costs a little host time
-    assert abs(console.value("__import__('time').time()") - time.time()) < 3
+    # time.time() is the host's clock in whole seconds, asked at each call.
+    assert abs(console.value("__import__('time').time()") - time.time()) < 2
 
 
 @pytest.mark.device

@@ -231,6 +231,11 @@ static uint32_t semihosting_time(void) {
     return r0;
 }
 
+// time.time(): the host's seconds, asked at each call (see board_time.h).
+uint32_t mpk_host_time(void) {
+    return semihosting_time();
+}
+
 static void hardware_init(void) {
     const uint32_t *rom = (const uint32_t *)SCB_VTOR;
     for (int i = 0; i < 16; ++i) {
