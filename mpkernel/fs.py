@@ -29,11 +29,11 @@ did not fit cut a 5,000-byte neighbour down to 1,220 bytes).
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mpkernel import fs_codec as codec
-from mpkernel import fs_fast
 from mpkernel import fs_transfer as transfer
 from mpkernel.errors import BoardReset, DeviceError, Interrupted, LinkLost, MpkernelError
 
@@ -147,6 +147,8 @@ del __mpk_fp
 """
 
 _OS = "try:\n import os\nexcept ImportError:\n import uos as os\n"
+_FORGET = (f"for __p in {transfer.HELPERS + ('__mpk_f', '__b64', '__inf')!r}:\n"
+           " globals().pop(__p,None)\n__import__('gc').collect()\ndel __p")
 _FREE_RAM = ("Free RAM with %reset (it clears the board's variables) or by deleting large "
              "objects, then run the command again.")
 
@@ -179,7 +181,10 @@ class FileSystem:
         board = self.board
         board.ensure_ready()
         if self._info is None or self._checked_link is not board.link:
-            kbd, uart = ast.literal_eval(board.exec(_FS_PROBE, interruptible=False).strip())
+            # An operation cut short without a reset can leave its helpers (and an open file)
+            # in the board's globals; on a 16 KB board they are the RAM the next program needs.
+            board.exec(_FORGET, interruptible=False)
+            kbd, uart = self._ask(_FS_PROBE, parse=lambda out: ast.literal_eval(out.strip()))
             if kbd and uart:
                 board.exec(transfer.INTERN, interruptible=False)
             caps = board.caps
@@ -192,6 +197,23 @@ class FileSystem:
             self.note_recovery(self.recover())
         return self._info
 
+    def _ask(self, code: str, timeout: float | None = None,
+             parse: Callable[[str], Any] = str) -> Any:
+        """Run a program that only reads (probe, listing, checksums) and parse its output.
+
+        One that arrived with bytes missing can still compile, then fail with a NameError or
+        print something of another shape (plain raw mode has no flow control, and a loaded
+        host loses bytes into the board's 63-byte ring; both were seen in the fault soak).
+        Reading again is harmless, so it is sent once more."""
+        try:
+            return parse(self.board.exec(code, timeout=timeout, interruptible=False))
+        except DeviceError as err:
+            if err.ename not in ("NameError", "SyntaxError", "IndentationError", "TypeError"):
+                raise
+        except (ValueError, SyntaxError, TypeError):
+            pass
+        return parse(self.board.exec(code, timeout=timeout, interruptible=False))
+
     def note_recovery(self, text: str) -> None:
         if text:
             self.board.note(text + "\n")
@@ -202,8 +224,8 @@ class FileSystem:
         Never deletes the only complete copy of a file: a temporary named by a "c" or "r"
         journal is put in place, or kept when that cannot be done.
         """
-        journal, strays = ast.literal_eval(
-            self.board.exec(_RECOVER_SCAN, interruptible=False).strip())
+        journal, strays = self._ask(_RECOVER_SCAN,
+                                    parse=lambda out: ast.literal_eval(out.strip()))
         said = []
         keep = set()
         if journal is not None:  # "" too: a journal created but never written
@@ -224,6 +246,7 @@ class FileSystem:
                 else:
                     self._remove_quiet([codec.JOURNAL])
             elif state == "w" and whole and len(names) == 2 and names[0]:
+                keep.add(names[0])  # said here, not again as a leftover
                 self._remove_quiet([names[0], codec.JOURNAL])
                 said.append(f"Removed the half-written {names[0]} of an interrupted upload.")
             else:
@@ -238,8 +261,8 @@ class FileSystem:
         forget = (f"for __p in {transfer.HELPERS!r}:\n globals().pop(__p,None)\n"
                   if helpers else "")
         self.board.exec(
-            _OS + f"for __p in {paths!r}:\n try:\n  os.remove(__p)\n except OSError:\n  pass\n"
-            + forget + "del __p", interruptible=False)
+            _OS + transfer.guarded(paths) + "for __p in __A:\n try:\n  os.remove(__p)\n"
+            " except OSError:\n  pass\n" + forget + "del __p,__A", interruptible=False)
 
     def _place(self, temp: str, dest: str, want: str, *, rename: bool) -> str:
         """Put the verified `temp` in place of `dest` (fs_transfer.replace_programs); the
@@ -271,8 +294,8 @@ class FileSystem:
             if path not in ("", "/", "."):
                 raise Unsupported(f"This board's filesystem is flat: there is no folder {path!r}.",
                                   "Use %ls alone to list every file.")
-            out = self.board.exec(_OS + "print([(n,os.size(n)) for n in os.listdir()])")
-            return [Entry(n, s) for n, s in sorted(ast.literal_eval(out.strip()))]
+            sizes = self._flat_sizes()
+            return [Entry(n, s) for n, s in sorted(sizes.items())]
         program = _OS + f"""def __mpk_ls(d,r):
  for e in os.ilistdir(d):
   p=(d.rstrip('/')+'/'+e[0]) if d else e[0]
@@ -303,13 +326,6 @@ del __mpk_ls
         info = self.info()
         path = codec.check_path(remote, flat=info.flat)
         started = time.monotonic()
-        if fs_fast.usable(self.board):  # modern firmware: size and SHA-256 checked in fs_fast
-            try:
-                got = fs_fast.download(self.board, path, progress=progress)
-            except DeviceError as err:
-                raise self._explain(err, path) from None
-            return GetResult(path, got.data, time.monotonic() - started, got.digest,
-                             "SHA-256", got.method, got.retries)
         if size is None:
             size = self.size(path)
         kind = "SHA-256" if info.digest == "sha256" else "Adler-32"
@@ -367,7 +383,7 @@ del __mpk_ls
                    + f"for __p in {paths!r}:\n try:\n  print(__p,__mpk_ad(__p))\n"
                    " except OSError:\n  print(__p,None)\ndel __p,__mpk_ad\n")
         result: dict[str, str | None] = {}
-        for line in self.board.exec(program, timeout=120).splitlines():
+        for line in self._ask(program, timeout=120).splitlines():
             name, _, value = line.strip().rpartition(" ")
             if name:
                 result[name] = None if value == "None" else value
@@ -384,14 +400,17 @@ del __mpk_ls
             total, free = (int(x) for x in out.split())
             return DfResult(total, free, "as the board's os.statvfs reports")
         sizes = self._flat_sizes()
-        used = self._used_chunks(sizes)
-        total = codec.MICROBIT_CHUNKS * codec.CHUNK_DATA
-        free = max(0, (codec.MICROBIT_CHUNKS - used) * codec.CHUNK_DATA)
         files = len(sizes)
-        return DfResult(total, free, (
+        return DfResult(codec.MICROBIT_CHUNKS * codec.CHUNK_DATA, self._flat_free(sizes), (
             f"counted from the sizes of the {files} file{'s' * (files != 1)} on the board "
             f"(this filesystem has {codec.MICROBIT_CHUNKS} blocks of {codec.CHUNK_DATA} bytes; "
-            "a file takes whole blocks, its name included)"))
+            f"a file takes whole blocks, its name included; the last {codec.SAFETY_CHUNKS} "
+            "are never used, as this firmware damages other files when a write needs them)"))
+
+    def _flat_free(self, sizes: dict[str, int]) -> int:
+        """Bytes free for files on the micro:bit filesystem, the reserve kept out."""
+        room = codec.MICROBIT_CHUNKS - codec.SAFETY_CHUNKS - self._used_chunks(sizes)
+        return max(0, room) * codec.CHUNK_DATA
 
     def _flat_sizes(self) -> dict[str, int]:
         """Every file's size on a flat filesystem, in one exec.
@@ -400,9 +419,14 @@ del __mpk_ls
         which leaves the upload programs that follow the contiguous RAM they need to compile
         (measured: without it, `%%writefile` right after `import greetings` in notebook 02
         found the micro:bit's heap too fragmented for the stream method)."""
-        out = self.board.exec(_OS + "import gc\ngc.collect()\n"
-                              "print([(n,os.size(n)) for n in os.listdir()])")
-        return dict(ast.literal_eval(out.strip()))
+        def sizes(out: str) -> dict[str, int]:
+            found = ast.literal_eval(out.strip())
+            if not all(isinstance(n, str) and isinstance(s, int) for n, s in found):
+                raise ValueError(out)
+            return dict(found)
+
+        return self._ask(_OS + "import gc\ngc.collect()\n"
+                         "print([(n,os.size(n)) for n in os.listdir()])", parse=sizes)
 
     def _used_chunks(self, sizes: dict[str, int] | None = None) -> int:
         self.info()
@@ -417,8 +441,8 @@ del __mpk_ls
         The peak of a replace is the temporary plus the larger of the old file (while
         uploading) and the copy (while copying), plus the journal; a new file or a move
         needs the file (or copy) and the journal. Measured on the emulated board: after
-        deletions the filesystem could hold 2 chunks fewer than the sizes suggest (the
-        chunks it cannot yet reuse), hence SAFETY_CHUNKS."""
+        deletions, a write that brought the filesystem past ~107 of its 120 chunks damaged
+        another file, hence SAFETY_CHUNKS (see fs_codec)."""
         others = {n: s for n, s in sizes.items() if n != path}
         new = codec.chunks_for(path, size)
         journal = 1
@@ -429,7 +453,7 @@ del __mpk_ls
             peak = new + journal
         room = codec.MICROBIT_CHUNKS - self._used_chunks(others) - codec.SAFETY_CHUNKS
         if peak > room:
-            free = max(0, codec.MICROBIT_CHUNKS - self._used_chunks(sizes)) * codec.CHUNK_DATA
+            free = self._flat_free(sizes)
             raise self._full(path, size, free, replacing=source is None and path in sizes,
                              moving=source)
 
@@ -463,8 +487,8 @@ del __mpk_ls
  else:
   os.remove(p)
  print(p)
-__mpk_rm({path!r})
-del __mpk_rm
+{transfer.guarded([path])}__mpk_rm(__A[0])
+del __mpk_rm,__A
 """
         if self.board.interrupt_requested:
             raise Interrupted(f"Interrupted before {path} was removed; it is unchanged.")
@@ -552,6 +576,13 @@ del __mpk_rm
              scratch: bool) -> PutResult:
         try:
             return self._put_steps(data, remote, progress, scratch)
+        except DeviceError as err:
+            if err.ename != "MemoryError":
+                raise
+            # The steps that write translate their own MemoryError; this one came while
+            # looking at the board's files, before anything was written.
+            raise FileError(f"The board ran out of RAM before {remote} was written; every "
+                            "file is as it was.", _FREE_RAM) from None
         except (Interrupted, BoardReset, LinkLost) as err:
             if str(err).startswith(("The upload of", "Upload of", "The new ")):
                 raise
@@ -604,11 +635,13 @@ del __mpk_rm
                                     self._cleanup(target, "reset")) from None
             # The board's own error (a name it rejects, a read-only or full filesystem) or its
             # RAM: either way the partial file, the journal and the helpers go first.
-            self._cleanup(target, err.ename)
+            cleaned = self._cleanup(target, err.ename)
             if err.ename != "MemoryError":
                 raise self._explain(err, path) from None
-            kept = f"the old {path} is unchanged" if kind else f"no partial {path} was left"
-            raise FileError(f"The board ran out of RAM while writing {path}; {kept}.",
+            kept = f"the old {path} is unchanged" if kind else f"there is no {path}"
+            left = "" if cleaned else (" What it wrote so far is still on the board; the next "
+                                       "file command removes it.")
+            raise FileError(f"The board ran out of RAM while writing {path}; {kept}.{left}",
                             _FREE_RAM) from None
         if target != path:
             report.note = " ".join(x for x in (report.note, self._put_in_place(
@@ -628,7 +661,7 @@ del __mpk_rm
         except MpkernelError as err:
             cut = ("an interrupt" if isinstance(err, Interrupted) or (
                 isinstance(err, DeviceError) and err.ename == "KeyboardInterrupt")
-                else "the board running out of RAM" if isinstance(err, DeviceError)
+                else "the board, which ran out of RAM" if isinstance(err, DeviceError)
                 and err.ename == "MemoryError" else "a board reset"
                 if isinstance(err, BoardReset) else "the lost connection"
                 if isinstance(err, LinkLost) else f"an error ({err})")
@@ -646,6 +679,10 @@ del __mpk_rm
                     "Run any file command (e.g. %ls) once the board answers.") from None
             res, note = "ok", (f"(Putting it in place was cut short by {cut} and finished "
                                "from the verified copy.)")
+        if res == "copybad":
+            # The journal still names the verified temporary: copy again, once, now.
+            res = self._place(temp, path, want, rename=info.rename)
+            note = "(The first copy into place did not verify; the second did.)"
         if res == "copybad":
             raise FileError(
                 f"Copying the verified new {path} into place did not verify on the board; "
@@ -684,8 +721,6 @@ del __mpk_kr
 
     def _upload(self, data: bytes, target: str, want: str, info: FsInfo, *, journal: bool,
                 progress: Progress | None) -> transfer.UploadReport:
-        if not journal and fs_fast.usable(self.board):  # modern firmware (see fs_fast)
-            return fs_fast.upload(self.board, data, target, want=want, progress=progress)
         mem = self.board.caps.mem_free
         note = ""
         if info.stream:

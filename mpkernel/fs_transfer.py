@@ -9,8 +9,9 @@ Two methods, chosen by `fs.FileSystem` from what the firmware has:
   number and a sum, every good frame is acknowledged, a bad one is answered with NAK after
   the line went quiet, and the host resends from there (go-back-N). A window of frames in
   flight hides the USB latency. At the end the program reads the file back and prints its
-  digest. It gives up by itself after 3 s of silence, so a host that vanished never leaves
-  the board deaf to Ctrl-C. Where its programs do not fit the board's RAM, fs falls back
+  digest. It gives up by itself after 3 s of silence, or 2 s without a good frame (a host
+  that vanished mid-upload and came back sends Ctrl-C bursts, not frames), so the board is
+  never left deaf to Ctrl-C. Where its programs do not fit the board's RAM, fs falls back
   to the exec method.
 - exec: one `f.write(<expression>)` per chunk through the raw REPL (raw-paste where it
   exists), each chunk encoded as repr, base64 or deflate, whichever is shortest.
@@ -81,8 +82,11 @@ _SHA = """def __mpk_ad(n):
 # them. It keeps what it received in `b`, skips to the next byte that could start the frame it
 # expects after a loss, and sends NAK+seq once per loss (again after 300 ms of silence). At
 # the end it reads the file back and prints its digest; a copy that does not match, or any
-# failure, makes it remove the file itself, after draining what the host still had in flight
-# (with Ctrl-C on again, a stray 0x03 in those bytes would raise KeyboardInterrupt).
+# failure, makes it remove the file itself. Then, success or not, it drains what the host
+# still had in flight (resent frames of a go-back can follow the end frame) before Ctrl-C is
+# on again: a 0x03 among those bytes would otherwise raise KeyboardInterrupt in the next
+# program (the seeded soak saw exactly that: a replace's copy step interrupted, no interrupt
+# sent).
 _STREAM_SCAN = """def __mpk_sc(b,e,F,w):
  if len(b)<5:return b,2 if b and w>50 else 0,5,None
  m=b[1]|b[2]<<8
@@ -111,9 +115,7 @@ def __mpk_fr(d,S):
  return 'k'
 def __mpk_end(S,ok,rd):
  import os,utime
- tk=utime.ticks_ms;t=tk();P=S[1];g=''
- while not ok and utime.ticks_diff(tk(),t)<150:
-  if rd(96):t=tk()
+ tk=utime.ticks_ms;P=S[1];g=''
  try:
   S[0].close()
   if ok:g=__mpk_ad(P[0])
@@ -124,6 +126,9 @@ def __mpk_end(S,ok,rd):
    os.remove(x)
   except OSError:
    pass
+ t=tk()
+ while utime.ticks_diff(tk(),t)<(60 if ok else 150):
+  if rd(96):t=tk()
  return g
 """
 
@@ -134,20 +139,24 @@ _STREAM_UP = """def __mpk_up(F,P):
  L=[];g=0;q=5;e=1;ok=0;y='';k=0;S=__mpk_op(P)
  micropython.kbd_intr(-1)
  try:
-  wr(b'R');t=tk()
+  wr(b'R');t=tk();z=t
   while 1:
    d=rd(96)
    if d:L.append(d);g+=len(d);t=tk()
    w=df(tk(),t)
    if g<q and w<=50:continue
-   if k and w>300:L=[];g=0;q=5;t=tk();wr(b'N'+bytes([e&255]));continue
+   if k and w>300:
+    if df(tk(),z)>2000:y='timeout';break
+    L=[];g=0;q=5;t=tk();wr(b'N'+bytes([e&255]));continue
    if w>3000:y='timeout';break
    b,a,q,d=__mpk_sc(b''.join(L),e,F,w)
    L=[b] if b else [];g=len(b)
    if a==3:y='abort';break
-   if a==2 and not k:k=1;wr(b'N'+bytes([e&255]))
+   if a==2:
+    if df(tk(),z)>2000:y='timeout';break
+    if not k:k=1;wr(b'N'+bytes([e&255]))
    if a==1:
-    k=0;r=__mpk_fr(d,S)
+    k=0;z=tk();r=__mpk_fr(d,S)
     if r=='F':y='full';wr(b'F');print(S[2]);break
     e+=1;wr(b'k' if r=='k' else b'D')
     if r=='D':ok=1;break
@@ -181,6 +190,7 @@ _REPLACE = """def __mpk_rp(t,d,want):
  j=open('.mpkj','w');j.write('c\\n%s\\n%s\\n%s\\n'%(t,d,want));j.close()
  return 'go'
 """
+
 
 _COPY = """def __mpk_cp(t,d,want):
  import os
@@ -243,6 +253,20 @@ _STREAM_GET = """def __mpk_get(name,F):
 
 def checksum_program(kind: str) -> str:
     return _SHA if kind == "sha256" else _ADLER
+
+
+def guarded(names: list[str] | tuple[str, ...], var: str = "__A") -> str:
+    """Bind `names` to `var` on the board, refusing to go on if they arrived changed.
+
+    Plain raw mode has no flow control: under load the board can lose a run of bytes and
+    still compile what is left (seen: `hasattr` arriving as `hasat`). A file name that lost
+    ".mpk~" on the way would make a clean-up remove the user's file; so every program that
+    removes, copies or renames checks the names' total length before acting on them. A
+    loss inside the check itself makes it fail, too; the program then raises ValueError
+    before touching anything."""
+    names = list(names)
+    size = len("|".join(names))
+    return (f"{var}={names!r}\nif len('|'.join({var}))!={size}:raise ValueError('garbled')\n")
 
 
 def _call(defs: str, call: str, names: str) -> str:
@@ -488,12 +512,12 @@ def replace_programs(temp: str, dest: str, want: str, *, rename: bool) -> list[s
     "copybad" (the copy did not verify; `temp` and the journal are kept for recovery).
     """
     kind = "adler32" if want.startswith("adler32:") else "sha256"
-    args = f"({temp!r},{dest!r},{want!r})"
+    args = guarded([temp, dest, want])
     check = checksum_program(kind)
     if rename:
-        return [_call(check + _RENAME, f"print(__mpk_rn{args})", "__mpk_rn,__mpk_ad")]
-    return [_call(check + _REPLACE, f"print(__mpk_rp{args})", "__mpk_rp,__mpk_ad"),
-            _call(check + _COPY, f"print(__mpk_cp{args})", "__mpk_cp,__mpk_ad")]
+        return [_call(check + _RENAME, args + "print(__mpk_rn(*__A))", "__mpk_rn,__mpk_ad,__A")]
+    return [_call(check + _REPLACE, args + "print(__mpk_rp(*__A))", "__mpk_rp,__mpk_ad,__A"),
+            _call(check + _COPY, args + "print(__mpk_cp(*__A))", "__mpk_cp,__mpk_ad,__A")]
 
 
 def stream_download(
