@@ -16,6 +16,13 @@ import serial
 from mpkernel import platform_support as plat
 from mpkernel.errors import LinkLost, PortBusy, PortError, ResetUnsupported
 
+try:
+    import termios
+
+    _TERMIOS_ERROR: tuple[type[Exception], ...] = (termios.error,)
+except ImportError:  # Windows
+    _TERMIOS_ERROR = ()
+
 # How long one blocking read waits at most; the caller's loop regains control this often, so
 # interrupts and deadlines are acted on within this time even on a silent line.
 READ_TICK = 0.05
@@ -39,7 +46,9 @@ class Link:
         try:
             self._serial.write(data)
             self._serial.flush()
-        except (OSError, serial.SerialException) as err:
+        except (OSError, serial.SerialException, *_TERMIOS_ERROR) as err:
+            # flush() is tcdrain: on a pty whose other end vanished it raises termios.error
+            # (EIO), which is not an OSError (seen when the relay unplugged mid-upload).
             raise self._lost(err) from None
 
     def read(self, timeout: float = READ_TICK) -> bytes:
