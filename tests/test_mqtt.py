@@ -270,3 +270,20 @@ def test_frames_split_across_reads_and_lookalikes_in_user_text(tmp_path: Path) -
     assert cell.close() == "\x1de"
     # A message goes to the board as hex: no byte of it can be a Ctrl-C or a frame byte.
     assert bridge.encode_reply(("k", (b"t/1", b"\x03\x1e"))) == "m742f31,031e"
+
+
+@pytest.mark.device
+def test_after_a_kernel_restart_the_bridge_on_the_board_is_answered(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The modern board keeps its files across kernel restarts (its flash is a host file); the
+    # micro:bit's emulator starts empty each time, so there is nothing to answer there.
+    with notebook(port="sim:qemu", tmp_path=tmp_path_factory.mktemp("restart")) as nb:
+        assert nb.run("%mqtt broker --port 0 --bind 127.0.0.1", timeout=60).ok
+        assert nb.run("%mqtt bridge", timeout=60).ok
+        nb.km.restart_kernel(now=True)
+        nb.kc.wait_for_ready(timeout=60)
+        assert nb.run("print('back')", timeout=60).stdout.endswith("back\n")
+        assert nb.run("%mqtt broker --port 0 --bind 127.0.0.1", timeout=60).ok
+        # No %mqtt bridge in this kernel: the board's module is answered all the same.
+        again = nb.run(CONNECT, timeout=30)
+        assert again.stdout == "session 0\n", (again.error, again.stdout)
