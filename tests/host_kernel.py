@@ -130,7 +130,8 @@ def notebook(tmp_path: Path, port: str = "sim", extra_env: dict[str, str] | None
         nb = Notebook(km, kc)
         if connect:
             first = nb.run("print('ready')", timeout=60)  # boots the board, connects
-            assert first.ok and first.stdout.endswith("ready\n"), first.messages
+            assert first.ok and first.stdout.endswith("ready\n"), (port, first.error,
+                                                                    first.stdout)
         yield nb
     finally:
         kc.stop_channels()
