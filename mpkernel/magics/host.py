@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mpkernel import cells
+from mpkernel import cells, output_filters
 from mpkernel.display import StreamCleaner
 from mpkernel.errors import CellRefused
 from mpkernel.magics import MagicContext, arg, magic
@@ -82,9 +82,13 @@ def plot(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
         take([line.rstrip("\r") for line in lines])
 
     board = ctx.board
+    # Cell output filters (the MQTT bridge's relay) take part in plotted cells too.
+    active = output_filters.ActiveFilters(getattr(ctx.kernel, "cell_filters", {}), board)
+    filtered, on_idle = active.wrap(on_output, live.tick)
     try:
-        board.exec(body, on_output=on_output, on_idle=live.tick)
+        board.exec(body, on_output=filtered, on_idle=on_idle)
     finally:
+        active.close()
         rest = partial[0] + cleaner.flush()
         if rest.strip():
             take([rest])
