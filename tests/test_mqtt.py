@@ -115,6 +115,24 @@ def test_board_publishes_through_the_bridge_and_gets_a_notebook_message(
 
 
 @pytest.mark.device
+def test_a_plotted_cell_publishes_through_the_bridge(nb: Notebook, broker: dict[str, Any]
+                                                     ) -> None:
+    seen = listener(broker, "lesson/plot")
+    try:
+        cell = nb.run("%%plot\n" + CONNECT + "for i in range(3):\n print(i * 10)\n"
+                      " c.publish('lesson/plot', str(i * 10))", timeout=60)
+        assert cell.ok, cell.error
+        # The numbers are plotted (3 rows), and no frame is shown as text.
+        assert cell.stdout == "session 0\nplot_data: 3 rows, 1 series (y1), for %%host cells.\n"
+        deadline = time.monotonic() + 5
+        while len(seen.messages) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [m.payload for m in seen.messages] == [b"0", b"10", b"20"]
+    finally:
+        seen.close()
+
+
+@pytest.mark.device
 def test_watch_updates_arrive_while_a_board_cell_runs(nb: Notebook,
                                                       broker: dict[str, Any]) -> None:
     assert nb.run(CONNECT).ok
