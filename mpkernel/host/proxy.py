@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mpkernel import cells
+from mpkernel import cells, output_filters
 from mpkernel.display import LineBuffer, StreamCleaner, report_lines
 from mpkernel.errors import DeviceError, Interrupted, MpkernelError
 
@@ -217,9 +217,13 @@ class BoardProxy:
             if text:
                 sink(text)
 
+        # Cell output filters (the MQTT bridge's relay) take part here as in board cells.
+        active = output_filters.ActiveFilters(getattr(self._kernel, "cell_filters", {}), board)
+        filtered, idle = active.wrap(on_output, lines.idle)
         try:
-            board.exec(code, on_output=on_output, timeout=timeout, on_idle=lines.idle)
+            board.exec(code, on_output=filtered, timeout=timeout, on_idle=idle)
         finally:
+            active.close()
             lines.feed(cleaner.flush())
             lines.flush()
 

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mpkernel import cells
+from mpkernel import cells, output_filters
 from mpkernel.display import LineBuffer, StreamCleaner
 from mpkernel.errors import CellRefused, MpkernelError
 
 if TYPE_CHECKING:
+    from mpkernel.board import Board
     from mpkernel.magics import MagicContext
 
 # One line each, so the cell's line numbers in the board's tracebacks move by exactly one
@@ -64,16 +65,20 @@ def run_timed(ctx: MagicContext, code: str) -> str:
             text = text[:mark]
         lines.feed(cleaner.feed(text))
 
+    active = _filters(ctx, board)
+    filtered, idle = active.wrap(on_output, lines.idle)
     started = time.monotonic()
     try:
-        board.exec(_START + body + stop, on_output=on_output, on_idle=lines.idle)
+        board.exec(_START + body + stop, on_output=filtered, on_idle=idle)
     except MpkernelError:
+        active.close()
         lines.feed(cleaner.flush())
         lines.flush()
         ctx.write(f"Wall time: {human_time(time.monotonic() - started)} (the cell failed, so "
                   "the board's time is not known)\n")
         raise
     wall = time.monotonic() - started
+    active.close()
     lines.feed(cleaner.flush())
     lines.flush()
     ticks = ast.literal_eval(board.exec(_FETCH, interruptible=False).strip() or "None")
@@ -85,6 +90,11 @@ def run_timed(ctx: MagicContext, code: str) -> str:
                 "the host's clock, which includes the serial transfer)")
     return (f"Board time: {human_time(ticks / 1e6)} (time.ticks_us on the board) · "
             f"wall time: {human_time(wall)} (host: sending, compiling, running, output)")
+
+
+def _filters(ctx: MagicContext, board: Board) -> output_filters.ActiveFilters:
+    # Cell output filters (the MQTT bridge's relay) take part in timed cells too.
+    return output_filters.ActiveFilters(getattr(ctx.kernel, "cell_filters", {}), board)
 
 
 def _keep_trailing_value(code: str) -> str:
@@ -219,9 +229,13 @@ def timeit(ctx: MagicContext, line: str, write: Callable[[str], None] | None = N
             text = text[:mark]
         lines.feed(out.feed(text))
 
+    board = ctx.board
+    active = _filters(ctx, board)
+    filtered, idle = active.wrap(on_output, lines.idle)
     try:
-        ctx.board.exec(program, on_output=on_output, on_idle=lines.idle)
+        board.exec(program, on_output=filtered, on_idle=idle)
     finally:
+        active.close()
         lines.feed(out.flush())
         lines.flush()
     value: Any = ast.literal_eval("".join(found).strip())
