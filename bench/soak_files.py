@@ -1,8 +1,9 @@
-"""Soak the files layer: many seeded random put/replace/rm steps with faults, on the emulated
-micro:bit behind the fault-injecting relay (the engine is tests/harness/fs_random.py, the
-same as tests/test_fs_faults_random.py runs for 100 steps in CI).
+"""Soak the files layer: many seeded random put/replace/rm steps with faults, on an emulated
+board (the micro:bit, or --board qemu) behind the fault-injecting relay (the engine is
+tests/harness/fs_random.py, the same as tests/test_fs_faults_random.py runs for 100 steps in
+CI).
 
-    python bench/soak_files.py --steps 1000 --seed 7
+    python bench/soak_files.py --steps 1000 --seed 7 [--board qemu]
 
 Prints every step, then the count, the failures (a step after which a file on the board was
 neither its old nor its new version, or another file changed, or a temporary was left), and
@@ -26,7 +27,7 @@ from harness.relay import Relay, comports_with  # noqa: E402
 from mpkernel import fs_codec as codec  # noqa: E402
 from mpkernel.board import Board  # noqa: E402
 from mpkernel.fs import FileSystem  # noqa: E402
-from mpkernel.sim import Simulator  # noqa: E402
+from mpkernel.sim import ModernBoard, Simulator  # noqa: E402
 
 
 def main() -> int:
@@ -34,8 +35,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.add_argument("--board", choices=["microbit", "qemu"], default="microbit",
+                        help="the emulated micro:bit, or the modern board on a fresh flash file")
     args = parser.parse_args()
-    sim = Simulator().start()
+    sim = (Simulator() if args.board == "microbit" else ModernBoard(fresh=True)).start()
     relay = Relay(sim)
     board = Board(relay.url, lister=lambda: comports_with([relay]), reattach_wait=5.0)
     failures: list[str] = []
@@ -46,8 +49,11 @@ def main() -> int:
             return 1
         board.connect()
         board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
-        run = RandomRun(FileSystem(board), relay, seed=args.seed,
-                        capacity=(codec.MICROBIT_CHUNKS - codec.SAFETY_CHUNKS) * codec.CHUNK_DATA,
+        fs = FileSystem(board)
+        capacity = (codec.MICROBIT_CHUNKS - codec.SAFETY_CHUNKS) * codec.CHUNK_DATA
+        if board.caps.statvfs:  # as tests/test_fs_faults_random.py: a share of a big flash
+            capacity = min(fs.df().free // 3, 24_000)
+        run = RandomRun(fs, relay, seed=args.seed, capacity=capacity,
                         log=(lambda text: None) if args.quiet else print)
         for _ in range(args.steps):
             try:

@@ -525,21 +525,28 @@ del __mpk_rm,__A
         except DeviceError as err:
             raise self._explain(err, remote) from None
 
-    def move(self, source: str, dest: str) -> str:
+    def move(self, source: str, dest: str, *, replace: bool = False,
+             any_name: bool = False) -> str:
         """Rename a file on the board through the one copy-and-rename routine (_place), with
-        room checked first where it copies; refuses to overwrite `dest`. Returns a sentence
-        saying what was done."""
+        room checked first where it copies. Refuses to overwrite `dest` unless `replace`.
+        `any_name` lets `dest` have a '/' on a flat filesystem (the micro:bit imports
+        `umqtt.simple` from a file named "umqtt/simple.py", a name the file commands refuse).
+        Returns a sentence saying what was done."""
         try:
-            return self._move(source, dest)
+            return self._move(source, dest, replace, any_name)
         except BaseException:
             self._checked_link = None
             raise
 
-    def _move(self, source: str, dest: str) -> str:
+    def _move(self, source: str, dest: str, replace: bool, any_name: bool) -> str:
         info = self.info()
         source = codec.check_path(source, flat=info.flat)
-        dest = codec.check_path(dest, flat=info.flat)
-        if self.kind(dest) is not None:
+        dest = codec.check_path(dest, flat=info.flat and not any_name)
+        if info.flat and any_name:
+            exists = dest in self._flat_sizes()
+        else:
+            exists = self.kind(dest) is not None
+        if exists and not replace:
             raise FileError(f"There is already a {dest} on the board; {source} was not renamed.",
                             f"Remove or rename {dest} first.")
         size = self.size(source)
@@ -553,7 +560,8 @@ del __mpk_rm,__A
             raise FileError(f"Renaming {source} to {dest} failed on the board ({res}); "
                             f"{source} is unchanged.")
         how = "renamed" if info.rename else "copied, verified, then removed the original"
-        return f"Renamed {source} to {dest} ({size} bytes; {how})."
+        over = f", replacing the {dest} that was there" if exists else ""
+        return f"Renamed {source} to {dest} ({size} bytes; {how}{over})."
 
     def rm_quiet(self, path: str) -> None:
         """Remove a file if it exists, even after an interrupt (clean-up steps)."""

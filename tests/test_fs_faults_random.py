@@ -18,7 +18,8 @@ from harness.fs_random import RandomRun
 from mpkernel import fs_codec as codec
 from mpkernel.fs import FileSystem
 
-pytestmark = pytest.mark.device
+pytestmark = [pytest.mark.device,
+              pytest.mark.boards("microbit", "qemu", reason="files must survive faults on both")]
 
 STEPS = 100
 BUDGET = 90.0  # s: CI's share for this test on the micro:bit
@@ -29,8 +30,13 @@ def test_random_operations_with_faults_never_lose_a_file(board, relay) -> None: 
     print(f"seed {seed}")
     board.soft_reset()
     board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
+    fs = FileSystem(board)
+    # Sizes up to what the filesystem holds: the micro:bit's usable chunks, or (a modern board
+    # with megabytes of flash) a share of its free space that keeps a step short.
     usable = (codec.MICROBIT_CHUNKS - codec.SAFETY_CHUNKS) * codec.CHUNK_DATA
-    run = RandomRun(FileSystem(board), relay, seed=seed, capacity=usable, log=print)
+    if board.caps.statvfs:
+        usable = min(fs.df().free // 3, 24_000)
+    run = RandomRun(fs, relay, seed=seed, capacity=usable, log=print)
     started = time.monotonic()
     records = run.run(STEPS)
     took = time.monotonic() - started
@@ -38,9 +44,10 @@ def test_random_operations_with_faults_never_lose_a_file(board, relay) -> None: 
     cut = [r for r in records if r.outcome.startswith("failed")]
     print(f"{len(records)} steps in {took:.1f} s; {len(faults)} with a fault, {len(cut)} cut "
           "short by one")
-    # The run must have exercised what it claims to: faults that cut operations short,
-    # both outcomes of a cut-short replace, refusals of files that do not fit.
+    # The run must have exercised what it claims to: faults that cut operations short, and
+    # on the micro:bit refusals of files that do not fit.
     assert len(cut) >= 10
     assert {r.fault for r in cut} >= {"reset", "interrupt"}
-    assert any(r.outcome == "refused" for r in records)
+    if not board.caps.statvfs:  # sizes reach the micro:bit's capacity, not a modern board's
+        assert any(r.outcome == "refused" for r in records)
     assert took < BUDGET * 1.5, f"{took:.0f} s: too slow for CI"

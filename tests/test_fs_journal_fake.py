@@ -147,3 +147,12 @@ def test_rescue_rename_never_overwrites_and_checks_room_on_a_full_micro_bit() ->
     with pytest.raises(MpkernelError, match="too full to rename main.py"):
         fs.move("main.py", "main.py.off")
     assert board.flash.steps == [] and board.flash.files == full
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_move_onto_an_existing_name_with_a_slash_replaces_it_whole(mode: str) -> None:
+    # What %mqtt bridge needs on the micro:bit: a verified upload moved to "umqtt/simple.py".
+    before = {"other.bin": OTHER, "umqtt_s.tmp": NEW, "umqtt/simple.py": OLD}
+    outcomes = crash_sweep(mode, before, lambda fs: fs.move(
+        "umqtt_s.tmp", "umqtt/simple.py", replace=True, any_name=True), stay_off=True)
+    assert_old_then_new(outcomes, before, {"other.bin": OTHER, "umqtt/simple.py": NEW})
