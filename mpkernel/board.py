@@ -506,17 +506,6 @@ class Board:
         )
         return out.strip().endswith("True")
 
-    def rename_file(self, old: str, new: str) -> None:
-        """Rename on the board; by copy and remove where the firmware has no os.rename."""
-        self._run_quiet(
-            "def __mpk_mv(a,b):\n try:\n  import os\n except ImportError:\n  import uos as os\n"
-            " if hasattr(os,'rename'):\n  os.rename(a,b);return\n"
-            " with open(a,'rb') as s:\n  with open(b,'wb') as d:\n   while True:\n"
-            "    c=s.read(256)\n    if not c:break\n    d.write(c)\n os.remove(a)\n"
-            f"__mpk_mv({old!r},{new!r})\ndel __mpk_mv",
-            timeout=30.0,
-        )
-
     def _pulse_reset(self) -> str:
         try:
             return self.pulse_hard_reset()

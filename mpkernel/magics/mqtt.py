@@ -399,7 +399,9 @@ def _put_flat_with_slash(fs: Any, name: str, text: str) -> None:
     temp = "umqtt_s.tmp"
     fs.put(text.encode(), temp)
     board = fs.board
-    board.rename_file(temp, name)
+    # Journalled and room-checked: a copy that overran the micro:bit's filesystem damaged
+    # other files (issue 13).
+    fs.move(temp, name, replace=True, any_name=True)
     out = board.exec(f"f=open({name!r})\nd=f.read()\nf.close()\n"
                      "print(len(d),sum(bytes(d,'utf8')))\ndel f,d\n")
     want = f"{len(text)} {sum(text.encode())}"
