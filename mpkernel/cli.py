@@ -98,9 +98,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-    from nbclient import NotebookClient
+    from jupyter_client.manager import AsyncKernelManager
     from nbclient.exceptions import CellExecutionError
+
+    from mpkernel.nbrun import LessonClient
 
     path = Path(args.notebook)
     if not path.exists():
@@ -114,8 +115,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A kernelspec of our own, so `run` works whether or not `mpkernel install` ran.
         spec_dir_with_argv(Path(tmp) / "kernels" / KERNEL_NAME)
         ksm = KernelSpecManager(kernel_dirs=[str(Path(tmp) / "kernels")])
-        km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
-        client = NotebookClient(
+        # Async: a blocking client would block the loop that times a cell (interrupt_after).
+        km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+        client = LessonClient(
             nb, km=km, timeout=args.timeout, kernel_name=KERNEL_NAME,
             on_cell_executed=_print_cell, resources={"metadata": {"path": str(path.parent)}},
         )
@@ -168,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="explain why a board does not answer")
     doctor.add_argument("port", nargs="?", help="the port (default: the one board found)")
     doctor.add_argument("--baud", type=int, default=115200)
-    run = sub.add_parser("run", help="execute a notebook on a board, headless")
+    run = sub.add_parser("run", help="execute a notebook on a board, headless (cells tagged "
+                         "needs-hardware are skipped, with a note)")
     run.add_argument("notebook")
     run.add_argument("--port", help="the board (default: MPKERNEL_PORT or the one found)")
     run.add_argument("--output", help="where to write the executed copy")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -43,26 +45,56 @@ def outputs_text(cell: dict) -> str:
     return "".join(parts)
 
 
+@dataclass
+class Run:
+    result: subprocess.CompletedProcess[str]
+    cells: list  # the executed notebook's code cells
+
+    def text(self, source_start: str) -> str:
+        """The outputs of the one code cell whose source starts with `source_start`."""
+        found = [c for c in self.cells if c.source.startswith(source_start)]
+        assert len(found) == 1, (source_start, [c.source[:30] for c in found])
+        return outputs_text(found[0])
+
+
+_RUNS: dict[tuple[str, str], Run] = {}
+
+
+def executed(path: Path, port: str) -> Run:
+    """`mpkernel run` of a notebook on a board, once per test session: the general test and
+    the lesson's own checks read the same run (each run of a lesson costs tens of seconds)."""
+    key = (path.name, port)
+    if key not in _RUNS:
+        out = Path(tempfile.mkdtemp(prefix="mpk-nb-")) / path.name
+        result = run_notebook(path, out, port=port)
+        cells = ([c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+                 if out.exists() else [])
+        _RUNS[key] = Run(result, cells)
+    return _RUNS[key]
+
+
 @pytest.mark.parametrize("port", PORTS)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_on_the_emulated_board(path: Path, port: str, tmp_path: Path) -> None:
-    out = tmp_path / path.name
-    result = run_notebook(path, out, port=port)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    executed = nbformat.read(out, as_version=4)
-    code_cells = [c for c in executed.cells if c.cell_type == "code"]
-    assert all(c.get("execution_count") for c in code_cells), "every code cell ran"
-    assert "Connected to" in outputs_text(code_cells[0])
+def test_notebook_runs_on_the_emulated_board(path: Path, port: str) -> None:
+    run = executed(path, port)
+    assert run.result.returncode == 0, run.result.stdout[-3000:] + run.result.stderr[-3000:]
+    hardware = [c for c in run.cells if "needs-hardware" in c.metadata.get("tags", [])]
+    ran = [c for c in run.cells if c not in hardware]
+    assert all(c.get("execution_count") for c in ran), "every code cell ran"
+    assert "Connected to" in outputs_text(ran[0])
+    # A cell that needs real hardware is skipped, visibly: in the notebook and on the screen.
+    for cell in hardware:
+        assert cell.get("execution_count") is None
+        assert outputs_text(cell).startswith("[mpkernel run] Skipped: this cell needs real "
+                                             "hardware (tagged needs-hardware)")
+    assert run.result.stdout.count("[mpkernel run] Skipped:") == len(hardware)
 
 
 @pytest.mark.parametrize("port", PORTS)
-def test_getting_started_shows_what_a_learner_expects(port: str, tmp_path: Path) -> None:
-    path = ROOT / "notebooks" / "01-getting-started.ipynb"
-    out = tmp_path / "gs.ipynb"
-    result = run_notebook(path, out, port=port)
-    assert result.returncode == 0, result.stderr[-3000:]
-    texts = [outputs_text(c) for c in nbformat.read(out, as_version=4).cells
-             if c.cell_type == "code"]
+def test_getting_started_shows_what_a_learner_expects(port: str) -> None:
+    run = executed(ROOT / "notebooks" / "01-getting-started.ipynb", port)
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    texts = [outputs_text(c) for c in run.cells]
     joined = "\n".join(texts)
     # The lesson really ran on the board asked for (sys.platform is its own cell).
     assert texts[2].strip() == repr("qemu" if port == "sim:qemu" else "microbit")
@@ -74,7 +106,52 @@ def test_getting_started_shows_what_a_learner_expects(port: str, tmp_path: Path)
     assert "IndexError: list index out of range" in joined
     assert "[1, 2, 3]" in joined  # the board was fine after the error
     # The command echoes each cell's output as it goes.
-    assert "tick 4" in result.stdout and "Wrote the executed notebook" in result.stdout
+    assert "tick 4" in run.result.stdout and "Wrote the executed notebook" in run.result.stdout
+
+
+@pytest.mark.parametrize("port", PORTS)
+def test_when_things_go_wrong_shows_each_rescue(port: str) -> None:
+    run = executed(ROOT / "notebooks" / "05-when-things-go-wrong.ipynb", port)
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    # 1. The busy main.py is stopped at the reset (the moment of connecting), and named.
+    reset = run.text("%reset --hard")
+    assert reset.startswith("Hard reset (the emulator's reset line) done: the board rebooted")
+    assert "Stopped main.py at line 6, which was running; its last output: main.py is busy, " \
+           "round " in reset
+    assert run.text('print("The prompt is ours again').strip() == \
+        "The prompt is ours again: 6 * 7 = 42"
+    assert "main.py" in run.text("%ls")
+    # 2. The program that swallows Ctrl-C: stopped by the run's stop button, it is named,
+    # the cell fails with the way out, and %rescue brings the board back.
+    assert "[mpkernel run] pressing stop after 4 s, as the cell asks" in run.result.stdout
+    swallow = run.text("import main")
+    assert swallow.count("sending a reading") >= 5
+    assert "The program on the board ignores Ctrl-C: it keeps running and printing" in swallow
+    assert "Run %rescue" in swallow and "re-flash" not in swallow
+    rescued = run.text("%rescue")
+    # Stopped during its start-up (line 2), before its `try`.
+    assert "The board answers again. Stopped main.py at line 2, which was running" in rescued
+    assert "main.py is unchanged: it runs again at the next reset." in rescued
+    assert "main.py" not in run.text("%rm main.py").split("Removed main.py.")[1]
+    assert run.text('print("Back to normal:"').strip() == "Back to normal: 45"
+    # 4. %doctor on the kernel's own board: fine, and the kernel reconnects.
+    doctor = run.text("%doctor")
+    assert "Verdict: MicroPython is fine: it answered at the prompt." in doctor
+    assert "Reconnected on /dev/pts/" in doctor
+    assert run.text('print("Still connected').strip() == "Still connected after the check: 1024"
+
+
+def test_flashing_lesson_skips_hardware_cells_and_explains_flash() -> None:
+    run = executed(ROOT / "notebooks" / "06-flashing-an-esp32.ipynb", "sim")
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    assert run.text("import sys\n").startswith("Connected to")
+    for source in ("%doctor /dev/ttyUSB0", "%flash ESP32_GENERIC", "import sys, machine"):
+        assert run.text(source).startswith("[mpkernel run] Skipped:")
+    # The options the lesson refers to, with the examples' table kept line by line.
+    help_text = run.text("%help flash")
+    assert help_text.startswith("usage: %flash")
+    assert "\n%flash ESP32_GENERIC_S3@1.24.1       a given release" in help_text
+    assert "--erase" in help_text and "--baud BAUD" in help_text
 
 
 def test_a_failing_cell_fails_the_command(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,14 +47,16 @@ class Magic:
 
     @property
     def help(self) -> str:
-        return (self.handler.__doc__ or "").strip()
+        return inspect.cleandoc(self.handler.__doc__ or "")
 
     def usage(self) -> str:
         return self.parser().format_usage().strip()
 
     def parser(self) -> argparse.ArgumentParser:
         prefix = "%%" if self.cell else "%"
-        parser = _RaisingParser(prog=prefix + self.name, description=self.help, add_help=True)
+        # Raw description: a docstring's own line breaks (a table of examples) are kept.
+        parser = _RaisingParser(prog=prefix + self.name, description=self.help, add_help=True,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
         for a in self.args:
             parser.add_argument(*a.flags, **a.options)
         return parser

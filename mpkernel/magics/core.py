@@ -239,9 +239,8 @@ def code_html(text: str) -> str:
 def magic_html(m: Magic) -> str:
     """One magic's help as HTML: usage, its docstring's paragraphs, a table of arguments."""
     parser = m.parser()
-    usage = parser.format_usage().strip().removeprefix("usage: ")
-    paragraphs = "".join(f"<p>{code_html(' '.join(p.split()))}</p>"
-                         for p in m.help.split("\n\n") if p.strip())
+    usage = " ".join(parser.format_usage().split()).removeprefix("usage: ")
+    paragraphs = "".join(_paragraph_html(p) for p in m.help.split("\n\n") if p.strip())
     rows = []
     for action in parser._actions:
         if action.help is argparse.SUPPRESS:
@@ -253,6 +252,14 @@ def magic_html(m: Magic) -> str:
                     f"<td style='text-align:left'>{code_html(action.help or '')}</td></tr>")
     return (f"<p><code>{escape(usage)}</code></p>{paragraphs}"
             f"<table><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _paragraph_html(paragraph: str) -> str:
+    lines = paragraph.strip().split("\n")
+    if sum(line.startswith("%") for line in lines) > len(lines) / 2:
+        # A block of examples, one per line: keep its lines and columns.
+        return f"<pre>{escape(paragraph.strip())}</pre>"
+    return f"<p>{code_html(' '.join(paragraph.split()))}</p>"
 
 
 def first_sentence(doc: str) -> str:

@@ -1,0 +1,276 @@
+"""The kernel as a person sees it: JupyterLab in Chromium, driven through Selenium.
+
+JupyterLab runs on loopback with the installed kernelspec; Debian's chromium and its matching
+chromium-driver are used as installed (nothing is downloaded). The notebook runs on the
+emulated micro:bit. Screenshots of each step are written to a folder whose path is printed
+(MPK_ARTIFACTS sets it; CI can keep it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+pytestmark = pytest.mark.device
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    # A missing browser is a broken set-up (bash .ci/bootstrap --test installs it), not a pass.
+    pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed: apt-get install chromium "
+                "chromium-driver", pytrace=False)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
+
+CELLS = [
+    "import time\nfor i in range(8):\n    print('tick', i)\n    time.sleep(0.5)",
+    "1/0",
+    "%connect",
+    "while True:\n    pass",
+    "%put big.txt",
+    "import mic",
+]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = check()
+        except Exception:  # the page is changing under us (stale element): look again
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("lab")
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(c) for c in CELLS],
+        metadata={"kernelspec": {"name": "mpkernel", "display_name": "MicroPython",
+                                 "language": "python"}})
+    nbformat.write(nb, root / "lesson.ipynb")
+    # 6 KB: enough for a progress bar, and room on the micro:bit (about 11 KB free).
+    (root / "big.txt").write_text("".join(f"line {i:05d} of a file to upload\n"
+                                          for i in range(200)))
+    port, token = free_port(), secrets.token_hex(16)
+    env = dict(os.environ, MPKERNEL_PORT="sim", JUPYTER_CONFIG_DIR=str(root / ".cfg"),
+               JUPYTER_RUNTIME_DIR=str(root / ".rt"))
+    log = open(root / "lab.log", "w")  # noqa: SIM115 - closed after the server stops
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+         f"--port={port}", f"--IdentityProvider.token={token}", "--allow-root",
+         f"--ServerApp.root_dir={root}"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+    try:
+        wait_for("JupyterLab to listen", lambda: _listening(port), 60)
+        yield {"root": root, "url": f"http://127.0.0.1:{port}", "token": token}
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+        log.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+                 f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    where = Path(os.environ.get("MPK_ARTIFACTS") or tempfile.mkdtemp(prefix="mpk-browser-"))
+    where.mkdir(parents=True, exist_ok=True)
+    print(f"\nBrowser screenshots: {where}")
+    return where
+
+
+class Page:
+    """The notebook page, in the words of what a person looks at."""
+
+    def __init__(self, driver: webdriver.Chrome, shots: Path) -> None:
+        self.d = driver
+        self.shots = shots
+
+    def shot(self, name: str) -> None:
+        self.d.save_screenshot(str(self.shots / f"{name}.png"))
+
+    def kernel_status(self) -> str:
+        items = self.d.find_elements(By.CSS_SELECTOR, ".jp-StatusBar-Widget")
+        return " ".join(i.text for i in items)
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        wait_for("the status bar to say the kernel is Idle",
+                 lambda: "Idle" in self.kernel_status(), timeout)
+
+    def cells(self) -> list[WebElement]:
+        return self.d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")
+
+    def cell(self, index: int) -> WebElement:
+        return self.cells()[index]
+
+    def output_text(self, index: int) -> str:
+        return " ".join(o.text for o in self.cell(index).find_elements(
+            By.CSS_SELECTOR, ".jp-OutputArea-output"))
+
+    def prompt(self, index: int) -> str:
+        return self.cell(index).find_element(By.CSS_SELECTOR, ".jp-InputPrompt").text
+
+    def run(self, index: int) -> None:
+        """Select the cell (its prompt area, not its editor) and press Shift+Enter."""
+        self.cell(index).find_element(By.CSS_SELECTOR, ".jp-InputPrompt").click()
+        self.d.switch_to.active_element.send_keys(Keys.SHIFT, Keys.ENTER)
+
+    def toolbar(self, command: str) -> WebElement:
+        return self.d.find_element(By.CSS_SELECTOR, f"[data-command='{command}']")
+
+
+def test_a_person_using_the_kernel_in_jupyterlab(
+    lab: dict[str, Any], browser: webdriver.Chrome, shots: Path
+) -> None:
+    page = Page(browser, shots)
+    try:
+        steps(page, lab)
+    except BaseException:
+        page.shot("failed")  # what the page showed when the test gave up
+        raise
+
+
+def steps(page: Page, lab: dict[str, Any]) -> None:
+    browser = page.d
+    browser.get(f"{lab['url']}/lab/tree/lesson.ipynb?token={lab['token']}")
+    wait_for("the notebook's cells", lambda: len(page.cells()) == len(CELLS), 90)
+    page.wait_idle(90)
+    page.shot("01-opened")
+
+    # Output arrives while the cell runs: "tick 1" is on screen while the prompt is [*].
+    page.run(0)
+    seen = wait_for("tick 1 while the cell runs",
+                    lambda: "tick 1" in page.output_text(0) and page.prompt(0), 60)
+    assert "*" in seen and "tick 7" not in page.output_text(0)
+    page.shot("02-streaming")
+    wait_for("the loop to finish", lambda: "tick 7" in page.output_text(0))
+    page.wait_idle()
+    assert "Connected to /dev/pts/" in page.output_text(0)
+    assert "(the emulated micro:bit)" in page.output_text(0)
+
+    # A board error is rendered as a traceback, in the error style.
+    page.run(1)
+    error = wait_for("the traceback", lambda: page.cell(1).find_elements(
+        By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"))
+    assert "ZeroDivisionError" in error[0].text
+    page.wait_idle()
+    page.shot("03-error")
+
+    # The port picker renders with the board in use preselected, and connects.
+    page.run(2)
+    select = wait_for("the port picker", lambda: page.cell(2).find_elements(
+        By.CSS_SELECTOR, ".widget-dropdown select"))[0]
+    assert "Connected now to /dev/pts/" in page.output_text(2)
+    chosen = select.find_element(By.CSS_SELECTOR, "option:checked").text
+    assert chosen.startswith("sim - the emulated micro:bit")
+    page.shot("04-picker")
+    page.wait_idle()
+    page.cell(2).find_element(By.XPATH, ".//button[contains(., 'Connect')]").click()
+    final = wait_for("the picker to become the connection's text",
+                     lambda: "Already connected to /dev/pts/" in page.output_text(2)
+                     and not page.cell(2).find_elements(By.CSS_SELECTOR, ".widget-dropdown")
+                     and page.output_text(2))
+    assert "Nothing changed: its variables are kept" in final
+    page.shot("05-picker-connected")
+
+    # The stop button stops a loop on the board.
+    page.run(3)
+    wait_for("the loop to be running", lambda: "*" in page.prompt(3))
+    time.sleep(1.0)
+    page.toolbar("notebook:interrupt-kernel").click()
+    stopped = wait_for("KeyboardInterrupt", lambda: "KeyboardInterrupt" in page.output_text(3)
+                       and page.output_text(3), 30)
+    assert "the board's variables are kept" in stopped
+    page.wait_idle()
+    page.shot("06-interrupted")
+
+    # A progress bar during an upload, then its summary as text.
+    page.run(4)
+    wait_for("the progress bar", lambda: page.cell(4).find_elements(
+        By.CSS_SELECTOR, ".widget-hprogress, .widget-progress"), 30)
+    page.shot("07-progress")
+    summary = wait_for("the upload's summary", lambda: "Wrote big.txt" in page.output_text(4)
+                       and page.output_text(4), 120)
+    assert not page.cell(4).find_elements(By.CSS_SELECTOR, ".widget-hprogress")
+    assert "verified" in summary
+    page.wait_idle()
+
+    # Tab lists the board's own names: the micro:bit's modules, from the board itself.
+    editor = page.cell(5).find_element(By.CSS_SELECTOR, ".cm-content")
+    editor.click()
+    editor.send_keys(Keys.END, Keys.TAB)
+    items = wait_for("the completer", lambda: [
+        i.text for i in browser.find_elements(By.CSS_SELECTOR, ".jp-Completer-item")], 30)
+    assert [t.split()[0] for t in items] == ["microbit", "micropython"], items
+    page.shot("08-completer")
+    editor.send_keys(Keys.ESCAPE)
+
+    # Saved and reopened: every output is readable, no widget left without its model.
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, "s")
+    time.sleep(1.0)
+    saved = nbformat.read(lab["root"] / "lesson.ipynb", as_version=4)
+    for cell in saved.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type in ("display_data", "execute_result"):
+                assert "text/plain" in output.data
+    put = saved.cells[4].outputs
+    assert all("application/vnd.jupyter.widget-view+json" not in o.get("data", {})
+               for o in put)
+    assert any("Wrote big.txt" in o.get("data", {}).get("text/plain", "") for o in put)
+    browser.refresh()
+    wait_for("the reopened notebook", lambda: len(page.cells()) == len(CELLS), 60)
+    page.wait_idle(60)
+    page.shot("09-reopened")
+    assert "Error displaying widget" not in browser.find_element(By.TAG_NAME, "body").text
+    assert "Wrote big.txt" in page.output_text(4)
+    assert "Already connected to /dev/pts/" in page.output_text(2)
