@@ -19,7 +19,7 @@ the new one is verified, so both must fit; 7,000 + 7,000 ran out of room mid-cop
   board keeps its transfer program between uploads (a session sends it once): 1st/reset is
   an upload right after a soft reset, which sends it first.
 - fragmented: an upload after the heap was filled with small live objects and every other
-  one freed (as a long session leaves it): micro:bit ~3 KB free, modern ~40 KB.
+  one freed (as a long session leaves it): micro:bit ~3 KB + holes, modern ~8 KB + holes.
 - mpremote: its `fs cp` (mpremote.commands.do_filesystem_cp with -f semantics, the
   transport opened once, like `mpremote connect PORT resume fs cp -f`), on the same board
   and relay link; `x mpremote` is our median rate over its median rate.
@@ -74,6 +74,7 @@ class Row:
     methods: list[str] = field(default_factory=list)
     resends: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # runs that raised: what they said
+    free: list[int] = field(default_factory=list)  # fragmented: bytes free before each run
 
     @property
     def median_rate(self) -> float:
@@ -192,11 +193,11 @@ def run_ours(name: str, board: Board, relay: Relay, size: int, repeat: int,
             frag = Row(name, "fragmented", "text", size, latency)
             for _ in range(repeat):
                 wipe(board)
-                free = fragment(board, 3000 if name == "microbit" else 40_000)
+                free = fragment(board, 3000 if name == "microbit" else 8_000)
                 result = attempt(frag, lambda: fs.put(source_text(size), "bench.bin"))
-                if result is not None:
-                    note = " (fell back)" if "fragmented" in result.note else ""  # type: ignore
-                    frag.methods[-1] += f"{note}, {free // 100 * 100} B free"
+                frag.free.append(free)
+                if result is not None and "fragmented" in result.note:  # type: ignore
+                    frag.methods[-1] += " (fell back)"
             board.soft_reset()
             rows.append(frag)
     return rows
@@ -277,6 +278,8 @@ def report(rows: list[Row], repeat: int) -> None:
         vs = f"{r.median_rate / base:9.1f}x" if base and r.board == "qemu" else ""
         methods = ", ".join(f"{m} ({r.methods.count(m)})" for m in dict.fromkeys(r.methods))
         resent = f"; resent {sorted(r.resends)}" if any(r.resends) else ""
+        if r.free:
+            resent += f"; {min(r.free)}-{max(r.free)} B free, about half in 48-byte holes"
         if r.failures:
             resent += f"; FAILED {len(r.failures)}: {r.failures[0]}"
         if not r.seconds:

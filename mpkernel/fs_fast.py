@@ -351,7 +351,14 @@ def _start(board: Board, call: str, source: str) -> _Program:
         err = prog.unexpected(first)
         if (attempt == 0 and isinstance(err, DeviceError) and err.ename == "NameError"
                 and "__mpk_f" in err.evalue):
-            board.exec(_definitions(board, source), interruptible=False)
+            try:
+                board.exec(_definitions(board, source), interruptible=False)
+            except DeviceError as why:
+                if why.ename != "MemoryError":
+                    raise
+                # Inflating and compiling the packed text needs blocks a fragmented heap may
+                # not have; raw-paste compiles the plain text as it arrives.
+                board.exec(source, interruptible=False)
             continue
         raise err
     raise AssertionError("unreachable")
