@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import fs_codec as codec
+from mpkernel import fs_fast
 from mpkernel import fs_transfer as transfer
 from mpkernel.errors import BoardReset, DeviceError, Interrupted, LinkLost, MpkernelError
 
@@ -326,6 +327,13 @@ del __mpk_ls
         info = self.info()
         path = codec.check_path(remote, flat=info.flat)
         started = time.monotonic()
+        if fs_fast.usable(self.board):  # modern firmware: size and SHA-256 checked in fs_fast
+            try:
+                got = fs_fast.download(self.board, path, progress=progress)
+            except DeviceError as err:
+                raise self._explain(err, path) from None
+            return GetResult(path, got.data, time.monotonic() - started, got.digest,
+                             "SHA-256", got.method, got.retries)
         if size is None:
             size = self.size(path)
         kind = "SHA-256" if info.digest == "sha256" else "Adler-32"
@@ -729,6 +737,8 @@ del __mpk_kr
 
     def _upload(self, data: bytes, target: str, want: str, info: FsInfo, *, journal: bool,
                 progress: Progress | None) -> transfer.UploadReport:
+        if not journal and fs_fast.usable(self.board):  # modern firmware (see fs_fast)
+            return fs_fast.upload(self.board, data, target, want=want, progress=progress)
         mem = self.board.caps.mem_free
         note = ""
         if info.stream:
