@@ -38,19 +38,28 @@ class Notebook:
         return "".join(self.out[start:])
 
 
+# The checksum a summary names is the board's own: SHA-256 (its first 16 hex digits) where
+# the firmware has hashlib, else Adler-32 ("adler32:" + 8 hex digits, 16 characters too).
 PUT_LINE = re.compile(r"Wrote (\S+) \((\d+) bytes\) in [\d.]+ s .*; verified: the board's "
-                      r"Adler-32 (adler32:[0-9a-f]{8}) matches\.")
+                      r"(Adler-32|SHA-256) (\S{16}) matches\.")
 GET_LINE = re.compile(r"Saved (\S+) \((\d+) bytes\) in [\d.]+ s .*; verified: the size the "
-                      r"board lists and the board's Adler-32 (adler32:[0-9a-f]{8}) of (\S+) "
+                      r"board lists and the board's (Adler-32|SHA-256) (\S{16}) of (\S+) "
                       r"match\.")
 
 
-def put_facts(out: str) -> tuple[str, int, str]:
-    """(name, size, checksum) as a %put/%%writefile summary states them."""
+def shown_digest(board, data: bytes) -> tuple[str, str]:  # noqa: ANN001
+    """(kind, digest) as a summary must state them for `data` on this board."""
+    if board.caps.hashlib:
+        return "SHA-256", codec.digest(data, "sha256")[:16]
+    return "Adler-32", codec.digest(data, "adler32")
+
+
+def put_facts(out: str) -> tuple[str, int, tuple[str, str]]:
+    """(name, size, (checksum kind, checksum)) as a %put/%%writefile summary states them."""
     found = PUT_LINE.findall(out)
     assert len(found) == 1, out
-    name, size, digest = found[0]
-    return name, int(size), digest
+    name, size, kind, digest = found[0]
+    return name, int(size), (kind, digest)
 
 
 def board_file(board, name: str) -> bytes:  # noqa: ANN001
@@ -77,7 +86,7 @@ def test_writefile_run_streams_output_and_writes_to_the_board_not_the_host(
     out = nb.run("%%writefile hello.py --run", source)
     on_board = board_file(nb.ctx.board, "hello.py")
     assert on_board == source.encode()
-    assert put_facts(out) == ("hello.py", len(on_board), codec.digest(on_board, "adler32"))
+    assert put_facts(out) == ("hello.py", len(on_board), shown_digest(nb.ctx.board, on_board))
     assert "line 0\nline 1\nline 2\n" in out and "\r\n" not in out
     assert not (tmp_path / "hello.py").exists()
     assert nb.run("%cat hello.py") == "for i in range(3):\n    print('line', i)\n"
@@ -123,14 +132,22 @@ def test_put_get_with_one_updating_progress_line(nb: Notebook, tmp_path: Path) -
     assert out.count("\n") == 1 and out.startswith("\r")  # one line, redrawn in place
     on_board = board_file(nb.ctx.board, "blob.bin")
     assert on_board == data
-    assert put_facts(out) == ("blob.bin", 4096, codec.digest(data, "adler32"))
+    assert put_facts(out) == ("blob.bin", 4096, shown_digest(nb.ctx.board, data))
     back = tmp_path / "back.bin"
     out = nb.run(f"%get blob.bin {back}")
-    saved, size, digest, remote = GET_LINE.findall(out)[0]
+    saved, size, kind, digest, remote = GET_LINE.findall(out)[0]
     assert (saved, int(size), remote) == (str(back), 4096, "blob.bin")
-    assert back.read_bytes() == data and digest == codec.digest(data, "adler32")
+    assert back.read_bytes() == data and (kind, digest) == shown_digest(nb.ctx.board, data)
     listing = nb.run("%ls -l")
-    assert re.search(r"^blob\.bin +4096$", listing, re.M) and "no file dates" in listing
+    if nb.ctx.board.caps.stat:  # the modification time the board's own os.stat gives
+        import time
+
+        mtime = int(nb.ctx.board.exec("import os\nprint(os.stat('blob.bin')[8])").strip())
+        mtime += 946684800 if mtime < 946684800 else 0  # MicroPython's 2000 epoch, if used
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+        assert re.search(rf"^blob\.bin +4096  {when}$", listing, re.M), listing
+    else:
+        assert re.search(r"^blob\.bin +4096$", listing, re.M) and "no file dates" in listing
     assert nb.run("%cat blob.bin").startswith("blob.bin is binary (4096 bytes)")
 
 
@@ -139,12 +156,23 @@ def test_clear_errors_name_the_cause(nb: Notebook, tmp_path: Path) -> None:
         nb.run("%cat missing.py")
     with pytest.raises(MpkernelError, match="no missing.py on the board"):
         nb.run("%rm missing.py")
-    with pytest.raises(MpkernelError, match="flat"):
-        nb.run("%mkdir lib")
     folder = tmp_path / "pkg"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "a.py").write_text("a = 1\n")
-    with pytest.raises(MpkernelError, match="flat"):
-        nb.run(f"%put {folder}")
+    board = nb.ctx.board
+    if board.caps.mkdir:  # folders exist there: they are made, and the board has them
+        try:
+            assert nb.run("%mkdir lib") == "Made lib/.\n"
+            assert "Copied 1 files" in nb.run(f"%put {folder}")
+            assert board_file(board, "pkg/sub/a.py") == b"a = 1\n"
+            assert board.exec("import os\nprint(os.stat('lib')[0]&0x4000)").strip() == "16384"
+        finally:
+            board.exec("import os\nos.remove('pkg/sub/a.py')\nos.rmdir('pkg/sub')\n"
+                       "os.rmdir('pkg')\nos.rmdir('lib')")
+    else:  # the micro:bit's flat filesystem
+        with pytest.raises(MpkernelError, match="flat"):
+            nb.run("%mkdir lib")
+        with pytest.raises(MpkernelError, match="flat"):
+            nb.run(f"%put {folder}")
     with pytest.raises(MpkernelError, match="no .*nothere.py on this computer"):
         nb.run(f"%run {tmp_path / 'nothere.py'}")
