@@ -712,18 +712,20 @@ del __mpk_rm,__A
 
     def _kind_and_room(self, path: str, size: int) -> str | None:
         """'file', 'dir' or None, and on a statvfs filesystem refuse an upload that cannot
-        fit: the temporary sits beside the old file until the rename."""
-        out = self.board.exec(_OS + f"""def __mpk_kr(p):
+        fit: the temporary sits beside the old file until the rename. The room is that of the
+        filesystem the file goes to (its folder's: another one may be mounted there)."""
+        folder = path.rpartition("/")[0] or "/"
+        out = self.board.exec(_OS + f"""def __mpk_kr(p,d):
  try:
   k=os.stat(p)[0]&0x4000 and 'dir' or 'file'
  except OSError:
   k=None
  try:
-  v=os.statvfs('/');f=(v[0],v[4])
+  v=os.statvfs(d);f=(v[0],v[4])
  except Exception:
   f=None
  print(repr((k,f)))
-__mpk_kr({path!r})
+__mpk_kr({path!r},{folder!r})
 del __mpk_kr
 """)
         kind, free = ast.literal_eval(out.strip().splitlines()[-1])

@@ -23,7 +23,17 @@ def wipe(board) -> None:  # noqa: ANN001
     """Remove every file (the session shares one emulated flash between tests), and start
     from a soft reset: earlier tests' programs leave the 10 KB heap fragmented."""
     board.soft_reset()
-    board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
+    if board.caps.mkdir:  # folders too, where the filesystem has them
+        board.exec("import os\ndef __rm(d):\n for e in os.ilistdir(d or '/'):\n"
+                   "  p=(d+'/' if d else '')+e[0]\n  if e[1]==0x4000:\n   __rm(p);os.rmdir(p)\n"
+                   "  else:\n   os.remove(p)\n__rm('')\ndel __rm")
+    else:
+        board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
+
+
+def digest_kind(fs: FileSystem) -> str:
+    """The checksum the board computes of its files: SHA-256 where it has hashlib."""
+    return "sha256" if fs.board.caps.hashlib else "adler32"
 
 
 @pytest.fixture
@@ -40,7 +50,7 @@ def test_binary_round_trips_of_several_sizes(fs: FileSystem) -> None:
     for size, data in [(0, b""), (1, b"\x03"), (768, every_byte), (5000, os.urandom(5000))]:
         result = fs.put(data, "blob.bin")
         assert fs.get("blob.bin") == data, f"{size} bytes came back different"
-        assert (result.size, result.digest) == (size, codec.digest(data, "adler32"))
+        assert (result.size, result.digest) == (size, codec.digest(data, digest_kind(fs)))
     assert names(fs) == ["blob.bin"]  # no temporary or journal left behind
 
 
@@ -97,6 +107,8 @@ def test_reset_mid_upload_leaves_the_old_file(fs: FileSystem, relay) -> None:  #
     assert names(fs) == ["data.txt"]
 
 
+@pytest.mark.boards("microbit", reason="its ~11 KB filesystem fills in seconds; the modern "
+                    "board's 2 MiB one is filled through a small littlefs below")
 def test_filling_the_filesystem_says_needed_and_free(fs: FileSystem) -> None:
     fs.put(os.urandom(6000), "a.bin")
     with pytest.raises(BoardFull) as err:
@@ -138,12 +150,24 @@ def test_recovery_undoes_a_half_written_file_and_finishes_a_replace(board, relay
 def test_clear_errors(fs: FileSystem) -> None:
     with pytest.raises(FileNotFound, match="no nothere.txt"):
         fs.get("nothere.txt")
+    with pytest.raises(codec.BadPath, match="reject"):
+        fs.put(b"x", "bad\x01name")
+    if fs.board.caps.mkdir:
+        # Folders exist: made and written into, as the board's own listing shows; %df is the
+        # board's os.statvfs of its filesystem.
+        fs.mkdir("lib")
+        fs.put(b"x", "lib/x.py")
+        got = fs.board.exec("import os\nprint(os.listdir('lib'),os.stat('lib')[0]&0x4000)\n"
+                            "v=os.statvfs('/')\nprint(v[0]*v[2],v[0]*v[4])").split("\n")
+        assert got[0].strip() == "['x.py'] 16384"
+        df = fs.df()
+        assert f"{df.total} {df.free}" == got[1].strip()
+        assert "statvfs" in df.how
+        return
     with pytest.raises(Unsupported, match="flat"):
         fs.mkdir("lib")
     with pytest.raises(codec.BadPath, match="flat"):
         fs.put(b"x", "lib/x.py")
-    with pytest.raises(codec.BadPath, match="reject"):
-        fs.put(b"x", "bad\x01name")
     df = fs.df()
     # Nothing on it: every block free but the reserve, which %df's sentence names.
     assert df.total == codec.MICROBIT_CHUNKS * codec.CHUNK_DATA
@@ -152,11 +176,16 @@ def test_clear_errors(fs: FileSystem) -> None:
     assert names(fs) == []
 
 
-def test_exec_path_for_boards_without_a_raw_channel(fs: FileSystem) -> None:
-    # Boards without microbit.uart get one f.write(<literal>) per chunk; check it here too.
+def test_exec_path_for_boards_without_a_raw_channel(fs: FileSystem,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Boards without microbit.uart (or, on modern firmware, without sys.stdin.buffer) get one
+    # f.write(<literal>) per chunk; check it here too.
     import dataclasses
 
+    from mpkernel import fs_fast
+
     fs._info = dataclasses.replace(fs.info(), stream=False)
+    monkeypatch.setattr(fs_fast, "usable", lambda board: False)
     data = bytes(range(256)) + os.urandom(1200)
     result = fs.put(data, "e.bin")
     assert result.method == "exec"
@@ -173,6 +202,8 @@ def hog_ram(board, leave: int) -> int:  # noqa: ANN001
     return int(out.split()[-1])
 
 
+@pytest.mark.boards("microbit", reason="a 16 KB heap that a session fragments; the modern "
+                    "board's counterpart follows")
 def test_fragmented_ram_falls_back_to_chunks_and_too_little_ram_keeps_the_old_file(
         fs: FileSystem, board) -> None:  # noqa: ANN001
     old = b"# the old version\n" * 20
@@ -212,3 +243,84 @@ def test_fragmented_ram_falls_back_to_chunks_and_too_little_ram_keeps_the_old_fi
     else:
         assert got == new and "Removed leftover temporary files: app.py.mpk~." in said
     assert names(fs) == ["app.py"]  # no temporary file or journal left behind
+
+
+@pytest.mark.boards("qemu", reason="the micro:bit's test is above")
+def test_too_little_ram_on_the_modern_board_keeps_the_old_file(fs: FileSystem,
+                                                               board) -> None:  # noqa: ANN001
+    old = b"# the old version\n" * 20
+    fs.put(old, "app.py")
+    try:
+        hog_ram(board, 2000)  # of ~140 KB, in small pieces
+        with pytest.raises(Exception, match="ran out of RAM") as caught:
+            fs.put(b"x = 1  # the new version\n" * 40, "app.py")
+        assert "the old app.py is unchanged" in str(caught.value)
+        assert "%reset" in caught.value.hint
+    finally:
+        board.soft_reset()
+    assert board_bytes(board, "app.py") == old  # read by the board, not through mpkernel
+    assert names(fs) == ["app.py"]  # no temporary file left behind
+
+
+def board_bytes(board, name: str) -> bytes:  # noqa: ANN001
+    import ast
+
+    return ast.literal_eval(board.exec(f"f=open({name!r},'rb')\nprint(repr(f.read()))\n"
+                                       "f.close()\ndel f").strip())
+
+
+# A small littlefs in the modern board's RAM, mounted at /tiny: its 2 MiB filesystem would
+# take minutes to fill over a 115200-baud line, this one fills in a second.
+TINY_FS = """import vfs
+class TinyBlocks:
+ def __init__(s,n,b):
+  s.n=n;s.b=b;s.m=bytearray(n*b)
+ def readblocks(s,n,buf,off=0):
+  a=n*s.b+off;buf[:]=s.m[a:a+len(buf)]
+ def writeblocks(s,n,buf,off=0):
+  a=n*s.b+off;s.m[a:a+len(buf)]=buf
+ def ioctl(s,op,arg):
+  if op==4:return s.n
+  if op==5:return s.b
+  return 0
+tiny_bd=TinyBlocks(48,512)
+vfs.VfsLfs2.mkfs(tiny_bd)
+vfs.mount(vfs.VfsLfs2(tiny_bd),'/tiny')
+del TinyBlocks"""
+
+
+def tiny_state(board) -> tuple[dict[str, int], int]:  # noqa: ANN001
+    """The small filesystem's files with their sizes, and its free bytes, by the board's own
+    os.stat and os.statvfs."""
+    out = board.exec("import os\nprint(repr([(n,os.stat('/tiny/'+n)[6]) for n in "
+                     "os.listdir('/tiny')]))\nv=os.statvfs('/tiny')\nprint(v[0]*v[4])")
+    import ast
+
+    listing, free = out.strip().split("\n")
+    return dict(ast.literal_eval(listing)), int(free)
+
+
+@pytest.mark.boards("qemu", reason="mounts a second littlefs; the micro:bit's test is above")
+def test_filling_a_small_littlefs_says_needed_and_free(fs: FileSystem) -> None:
+    board = fs.board
+    board.exec(TINY_FS)
+    try:
+        a = os.urandom(6000)
+        fs.put(a, "tiny/a.bin")
+        files, free = tiny_state(board)
+        assert files == {"a.bin": 6000} and 0 < free < 20_000
+        with pytest.raises(BoardFull) as err:
+            fs.put(os.urandom(20_000), "tiny/b.bin")
+        text = str(err.value)
+        assert "20000 bytes" in text and f"{free} bytes are free" in text, text
+        assert tiny_state(board) == ({"a.bin": 6000}, free)
+        # Replacing needs room for both copies: one that would fit alone is refused, the
+        # old file kept.
+        size = free + 2000
+        with pytest.raises(BoardFull) as err:
+            fs.put(os.urandom(size), "tiny/a.bin")
+        assert "old file is unchanged" in str(err.value) and "room for both" in str(err.value)
+        assert tiny_state(board) == ({"a.bin": 6000}, free)
+        assert fs.get("tiny/a.bin") == a
+    finally:
+        board.exec("import vfs\nvfs.umount('/tiny')\ndel tiny_bd")
