@@ -7,6 +7,7 @@ messages state (sizes, checksums, counts) against it.
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import re
 import zlib
@@ -140,3 +141,49 @@ def test_rescue_rename_copies_with_room_checked_and_never_overwrites(fs: FileSys
         fs.move("main.py", "main.py.off3")
     assert board_sizes(board) == before
     assert board_adler(board, "main.py") == zlib.adler32(main)
+
+
+# -- the modern board: littlefs with os.rename and os.statvfs, SHA-256 on the board ---------
+MODERN = pytest.mark.boards("qemu", reason="os.rename, os.statvfs and hashlib on littlefs")
+
+
+def board_sha256(board, name: str) -> str:  # noqa: ANN001
+    """SHA-256 of a file, computed on the board by this test's own program."""
+    return board.exec(f"import hashlib,binascii\nh=hashlib.sha256()\nf=open({name!r},'rb')\n"
+                      "h.update(f.read())\nf.close()\nprint(binascii.hexlify(h.digest()).decode())"
+                      "\ndel h,f").strip()
+
+
+def board_stat_sizes(board) -> dict[str, int]:  # noqa: ANN001
+    return dict(ast.literal_eval(board.exec(
+        "import os\nprint(repr([(n,os.stat(n)[6]) for n in os.listdir()]))").strip()))
+
+
+@MODERN
+def test_modern_df_is_the_boards_statvfs_and_put_agrees(fs: FileSystem) -> None:
+    board = fs.board
+    fs.put(os.urandom(3000), "a.bin")
+    df = fs.df()
+    out = board.exec("import os\nv=os.statvfs('/')\nprint(v[0]*v[2],v[0]*v[4])").split()
+    assert (df.total, df.free) == (int(out[0]), int(out[1]))
+    assert df.how == "as the board's os.statvfs reports"
+    # An upload larger than that is refused before anything is written, with the same figure.
+    with pytest.raises(BoardFull, match=f"{df.free} bytes are free"):
+        fs.put(b"\0" * (df.free + 1), "c.bin")
+    assert board_stat_sizes(board) == {"a.bin": 3000}
+
+
+@MODERN
+def test_modern_rescue_rename_is_one_rename_and_never_overwrites(fs: FileSystem) -> None:
+    board = fs.board
+    main = b"while True:\n    pass\n" * 10
+    fs.put(main, "main.py")
+    fs.put(b"an older quiet copy\n", "main.py.off")
+    with pytest.raises(Exception, match="already a main.py.off on the board"):
+        fs.move("main.py", "main.py.off")
+    said = fs.move("main.py", "main.py.off2")
+    assert said == f"Renamed main.py to main.py.off2 ({len(main)} bytes; renamed)."
+    assert board_stat_sizes(board) == {"main.py.off": 20, "main.py.off2": len(main)}
+    assert board_sha256(board, "main.py.off2") == hashlib.sha256(main).hexdigest()
+    assert board_sha256(board, "main.py.off") == hashlib.sha256(b"an older quiet copy\n"
+                                                                ).hexdigest()
