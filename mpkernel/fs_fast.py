@@ -58,7 +58,7 @@ from mpkernel.errors import (
 )
 from mpkernel.fs_transfer import UploadFailed, UploadReport
 from mpkernel.link import READ_TICK
-from mpkernel.rawrepl import find_reset
+from mpkernel.rawrepl import ResetDuringExec, find_reset
 
 if TYPE_CHECKING:
     from mpkernel.board import Board
@@ -313,7 +313,12 @@ class _Program:
             if time.monotonic() > deadline:
                 raise BoardTimeout("The board did not finish the transfer step.")
 
-        stderr = self.repl.follow(out.extend, tick)  # type: ignore[union-attr]
+        try:
+            stderr = self.repl.follow(out.extend, tick)  # type: ignore[union-attr]
+        except ResetDuringExec:
+            self.board.busy_reason = "reset"  # the next step resyncs first
+            raise BoardReset("The board reset in the middle of the transfer.",
+                             "Nothing half-written was kept; run the command again.") from None
         if stderr.strip():
             raise DeviceError(*cells.parse_traceback(stderr.decode(errors="replace")))
         return out.decode(errors="replace")
