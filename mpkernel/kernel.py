@@ -21,6 +21,8 @@ from mpkernel.connect import BoardSettings, new_board, replace_board
 from mpkernel.errors import MpkernelError
 from mpkernel.magics import HelpRequested, MagicContext, registry
 
+EXIT_WORDS = ("exit", "quit", "exit()", "quit()")
+
 
 class MicroPythonKernel(IPythonKernel):
     implementation = "mpkernel"
@@ -82,7 +84,7 @@ class MicroPythonKernel(IPythonKernel):
 
             sim.check_installed()  # SimulatorMissing names what to install
             self._write(
-                "No board found on the serial ports, so this notebook uses the emulated "
+                "No board found on the serial ports, so mpkernel uses the emulated "
                 "micro:bit. Plug in a board and run %connect to use it instead.\n"
             )
             return "sim"
@@ -202,6 +204,11 @@ class MicroPythonKernel(IPythonKernel):
         reply: dict[str, Any] = {
             "status": "ok", "execution_count": count, "payload": [], "user_expressions": {},
         }
+        if code.strip() in EXIT_WORDS:
+            # As in IPython: `exit` leaves jupyter console (the ask_exit payload); sent to the
+            # board it would only be a NameError. Frontends without a way to exit ignore it.
+            reply["payload"].append({"source": "ask_exit", "keepkernel": False})
+            return reply
         if self.board is not None:
             self.board.start_cell()
         with self._interrupts_to_board():
