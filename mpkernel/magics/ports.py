@@ -16,8 +16,9 @@ def ports(ctx: MagicContext, args: Any) -> None:
     """List serial ports and what each one probably is (from its USB VID/PID).
 
     Likely boards come first. Connect to one with %connect PORT, or %connect sim for the
-    emulated micro:bit (%connect sim:qemu for the emulated MicroPython 1.25 board). With no board listed, it also says whether a USB-serial chip is
-    plugged in without its driver (Windows, macOS).
+    emulated micro:bit (%connect sim:qemu for the emulated MicroPython 1.25 board). With no
+    board listed, it also says whether a USB-serial chip is plugged in without its driver
+    (Windows, macOS).
     """
     found = portlib.list_ports()
     ctx.write(portlib.format_ports(found) + "\n")
