@@ -430,6 +430,14 @@ class Board:
             self.note(report(err) + "\n")
         # Otherwise only a banner (something switched the REPL mode): in sync again.
 
+    def reset_error(self, reset: ResetDuringExec, what: str) -> MpkernelError:
+        """The error to raise for a reboot seen by a caller that drives the raw REPL itself
+        (the files layer's streaming programs): the board is caught at a prompt again first.
+        `what` names the step, e.g. "a file transfer step"."""
+        during = (f"while {what} was being sent (none of it ran)" if reset.while_sending
+                  else f"during {what}")
+        return self._after_reset(reset, during=during)
+
     def _after_reset(self, reset: ResetDuringExec, during: str) -> MpkernelError:
         boot = _boot_text(reset)
         self.busy_reason = "reset"

@@ -37,6 +37,7 @@ from mpkernel import fs_codec as codec
 from mpkernel import fs_fast
 from mpkernel import fs_transfer as transfer
 from mpkernel.errors import BoardReset, DeviceError, Interrupted, LinkLost, MpkernelError
+from mpkernel.rawrepl import ResetDuringExec
 
 if TYPE_CHECKING:
     from mpkernel.board import Board
@@ -332,6 +333,8 @@ del __mpk_ls
                 got = fs_fast.download(self.board, path, progress=progress)
             except DeviceError as err:
                 raise self._explain(err, path) from None
+            except ResetDuringExec as reset:  # the streaming program is driven directly
+                raise self.board.reset_error(reset, f"a step of the download of {path}") from None
             return GetResult(path, got.data, time.monotonic() - started, got.digest,
                              "SHA-256", got.method, got.retries)
         if size is None:
@@ -352,6 +355,8 @@ del __mpk_ls
                                                   progress=progress)
             except DeviceError as err:
                 raise self._explain(err, path) from None
+            except ResetDuringExec as reset:
+                raise self.board.reset_error(reset, f"a step of the download of {path}") from None
             board_digest = self.digests([path]).get(path)
             if board_digest is None:
                 raise FileNotFound(f"{path} vanished from the board during the download.",
@@ -739,6 +744,17 @@ del __mpk_kr
 
     def _upload(self, data: bytes, target: str, want: str, info: FsInfo, *, journal: bool,
                 progress: Progress | None) -> transfer.UploadReport:
+        try:
+            return self._upload_steps(data, target, want, info, journal=journal,
+                                      progress=progress)
+        except ResetDuringExec as reset:
+            # The streaming programs drive the raw REPL themselves (not through Board.exec):
+            # a reboot they see becomes the BoardReset every caller handles, the board caught
+            # at a prompt again first.
+            raise self.board.reset_error(reset, "a step of the upload") from None
+
+    def _upload_steps(self, data: bytes, target: str, want: str, info: FsInfo, *,
+                      journal: bool, progress: Progress | None) -> transfer.UploadReport:
         if not journal and fs_fast.usable(self.board):  # modern firmware (see fs_fast)
             return fs_fast.upload(self.board, data, target, want=want, progress=progress)
         mem = self.board.caps.mem_free

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from harness import BAUD_115200, USB_SERIAL_LATENCY
+from harness import BAUD_115200, TO_BOARD, USB_SERIAL_LATENCY
 
 from mpkernel import fs_codec as codec
 from mpkernel.errors import BoardReset, Interrupted
@@ -103,6 +103,36 @@ def test_reset_mid_upload_leaves_the_old_file(fs: FileSystem, relay) -> None:  #
     with pytest.raises(BoardReset) as err:
         fs.put(os.urandom(5000), "data.txt", progress=reset_once)
     assert "data.txt is unchanged" in str(err.value)
+    assert fs.get("data.txt") == b"keep me\n"
+    assert names(fs) == ["data.txt"]
+
+
+@pytest.mark.boards("qemu", reason="raw-paste: the micro:bit's plain raw mode has no paste")
+@pytest.mark.parametrize("op", ["put", "get"])
+def test_a_reset_while_a_transfer_program_is_pasted_is_a_board_reset(
+        fs: FileSystem, relay, op: str) -> None:  # noqa: ANN001
+    # The streaming programs are sent by the files layer itself, not through Board.exec: a
+    # reboot in the middle of their raw-paste escaped as a bare ResetDuringExec.
+    fs.put(b"keep me\n", "data.txt")  # defines the board's transfer helpers
+
+    def mid_call(way: str, seen: bytes) -> bool:
+        at = seen.rfind(b"__mpk_f")  # the helper's call, pasted: cut before its end
+        return at >= 0 and b"\x04" not in seen[at:]
+
+    relay.set_throttle(rate=BAUD_115200 / 10)  # 2-byte slices: the call arrives in pieces
+    trigger = relay.reset_when(mid_call, direction=TO_BOARD)
+    with pytest.raises(BoardReset) as err:
+        if op == "put":
+            fs.put(os.urandom(3000), "data.txt")
+        else:
+            fs.get("data.txt")
+    relay.set_throttle(rate=BAUD_115200)
+    assert trigger.fired.is_set()
+    text = str(err.value)
+    assert "was being sent (none of it ran)" in text, text
+    if op == "put":
+        assert "data.txt is unchanged" in text, text
+    assert board_bytes(fs.board, "data.txt") == b"keep me\n"
     assert fs.get("data.txt") == b"keep me\n"
     assert names(fs) == ["data.txt"]
 
