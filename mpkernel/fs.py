@@ -816,14 +816,33 @@ del __mpk_kr
 
     def _upload_failed(self, err: transfer.UploadFailed, path: str, target: str, size: int,
                        existed: bool) -> MpkernelError:
-        self._cleanup(target, err.cause)
+        cleaned = self._cleanup(target, err.cause)
         kept = f" The old {path} is unchanged." if existed else f" No {path} was left behind."
         if err.cause == "full":
-            return self._full(path, size, err.written, replacing=existed)
+            # The filesystem ran out mid-write (its free figure overstated the room, or
+            # something else wrote meanwhile): state what is free now, as %df counts it, not
+            # the bytes written before it ran out.
+            free = None
+            if cleaned:
+                try:
+                    free = self._free_for(path)
+                except MpkernelError:
+                    free = None
+            return self._full(path, size, free, replacing=existed)
         if err.cause == "interrupt":
             return Interrupted(f"Upload of {path} interrupted after {err.written} of {size} "
                                f"bytes.{kept}")
         return FileError(f"Upload of {path} failed: {err}{kept}", err.hint)
+
+    def _free_for(self, path: str) -> int:
+        """Free bytes where `path` goes: its folder's os.statvfs (another filesystem may be
+        mounted there), else %df's count."""
+        if not self.board.caps.statvfs:
+            return self.df().free
+        folder = path.rpartition("/")[0] or "/"
+        out = self.board.exec(_OS + f"__v=os.statvfs({folder!r})\nprint(__v[0]*__v[4])\n"
+                              "del __v", interruptible=False)
+        return int(out.split()[-1])
 
     def _stopped(self, err: MpkernelError, path: str, existed: bool,
                  cleaned: bool) -> MpkernelError:

@@ -354,3 +354,23 @@ def test_filling_a_small_littlefs_says_needed_and_free(fs: FileSystem) -> None:
         assert fs.get("tiny/a.bin") == a
     finally:
         board.exec("import vfs\nvfs.umount('/tiny')\ndel tiny_bd")
+
+
+@pytest.mark.boards("qemu", reason="mounts a second littlefs; the micro:bit's test is above")
+def test_a_filesystem_that_fills_mid_write_says_what_is_free_now(
+        fs: FileSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if the free figure had overstated the room (another writer, or a filesystem whose
+    # statvfs counts loosely): the room check is skipped, the board runs out mid-write.
+    board = fs.board
+    board.exec(TINY_FS)
+    try:
+        _, free = tiny_state(board)
+        monkeypatch.setattr(FileSystem, "_kind_and_room", lambda self, path, size: None)
+        with pytest.raises(BoardFull) as err:
+            fs.put(os.urandom(free + 4000), "tiny/b.bin")
+        text = str(err.value)
+        assert f"{free + 4000} bytes" in text and "Nothing was left behind" in text, text
+        assert tiny_state(board) == ({}, free)
+        assert f" {free} bytes are free" in text, text  # the small filesystem's, not '/'s
+    finally:
+        board.exec("import vfs\nvfs.umount('/tiny')\ndel tiny_bd")
