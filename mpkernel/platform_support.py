@@ -644,6 +644,13 @@ def find_qemu_binary(which: Callable[[str], str | None] | None = None,
     return next((p for p in _QEMU_PLACES.get(system(), ()) if exists(p)), None)
 
 
+def qemu_serial_transport() -> str:
+    """How the emulated board's UART and monitor reach us: 'pty' (a pseudo-terminal and a
+    unix-socket monitor, Linux and macOS) or 'tcp' (loopback TCP ports, Windows: its QEMU has
+    neither `-serial pty` nor unix-socket monitors)."""
+    return "tcp" if system() == "windows" else "pty"
+
+
 def qemu_install_hint(linux_hint: str) -> str:
     """How to get QEMU on this OS (`linux_hint` is the package manager's line for Linux)."""
     if system() == "windows":

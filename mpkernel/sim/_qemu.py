@@ -1,5 +1,9 @@
 """One QEMU process with the board's UART on a pty and a monitor socket: what every emulated
-board shares. A subclass says which command line to run (`_command`) and what is missing."""
+board shares. A subclass says which command line to run (`_command`) and what is missing.
+
+Where platform_support says so (Windows: no `-serial pty`, no unix-socket monitor) the UART
+and the monitor are loopback TCP ports instead, and the board's address is
+`socket://127.0.0.1:PORT`, which pyserial (and so Link) opens like a port."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +23,30 @@ from mpkernel.errors import MpkernelError
 
 # Linux names the pty /dev/pts/N, macOS /dev/ttysNNN.
 _PTY_LINE = re.compile(rb"char device redirected to (/dev/(?:pts/\d+|ttys\d+))")
+
+_LOOPBACK = "127.0.0.1"
+#: QEMU starts that failed because another program took a chosen port first, before giving up
+_BIND_ATTEMPTS = 4
+#: how QEMU says a port was taken ("Failed to find an available port: Address already in use"
+#: in 7.2; the errno's text may differ on Windows)
+_BIND_FAILED = ("Address already in use", "Failed to find an available port",
+                "Failed to bind socket")
+_KEEP_OUTPUT = 16384  # the tail of QEMU's own output kept for error messages
+
+
+def _free_ports(count: int) -> list[int]:
+    """Loopback ports free a moment ago (another program may take one before QEMU binds it:
+    start() then tries again with new ones)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((_LOOPBACK, 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 class SimulatorMissing(MpkernelError):
@@ -49,7 +78,12 @@ class QemuBoard:
     hint = ""
 
     def __init__(self) -> None:
+        #: where the board's UART is: a pty (/dev/pts/N), or on TCP `socket://127.0.0.1:PORT`
         self.pty_path: str = ""
+        #: the monitor's loopback TCP port when on TCP (0: the unix socket at monitor_path)
+        self.monitor_port = 0
+        self._output = b""
+        self._reader: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="mpkernel-sim-"))
         self.monitor_path = str(self._dir / "monitor.sock")
@@ -61,8 +95,15 @@ class QemuBoard:
     def _find_qemu(self) -> str:
         return find_qemu(self.hint)
 
+    @property
+    def address(self) -> str:
+        """What Board/Link open: the pty's path, or the socket:// URL on TCP."""
+        return self.pty_path
+
     def start(self, timeout: float = 10.0) -> QemuBoard:
         self._dir.mkdir(parents=True, exist_ok=True)  # stop() removed it
+        if platform_support.qemu_serial_transport() == "tcp":
+            return self._start_tcp(timeout)
         cmd = self._command(self._find_qemu()) + [
             "-nographic", "-serial", "pty",
             "-monitor", f"unix:{self.monitor_path},server,nowait",
@@ -105,6 +146,81 @@ class QemuBoard:
         self._wait_for_monitor(deadline)
         return self
 
+    def _start_tcp(self, timeout: float) -> QemuBoard:
+        """QEMU with its UART and monitor on loopback TCP ports; its output is drained by a
+        thread (a pipe cannot be read with a deadline on Windows before Python 3.12)."""
+        deadline = time.monotonic() + timeout
+        base = self._command(self._find_qemu())  # once: it may take locks (the flash file)
+        for attempt in range(_BIND_ATTEMPTS):
+            serial_port, monitor_port = _free_ports(2)
+            cmd = base + [
+                "-nographic",
+                # Without a client QEMU drops what the board prints, as a pty nobody reads.
+                "-serial", f"tcp:{_LOOPBACK}:{serial_port},server=on,wait=off,nodelay=on",
+                "-monitor", f"tcp:{_LOOPBACK}:{monitor_port},server=on,wait=off",
+            ]
+            self._spawn(cmd)
+            self.monitor_port = monitor_port
+            if self._wait_for_tcp(serial_port, deadline):
+                self.pty_path = f"socket://{_LOOPBACK}:{serial_port}"
+                return self
+            seen = self._output.decode(errors="replace").strip()
+            if self._proc is not None and self._proc.poll() is None:
+                self.stop()
+                raise MpkernelError(
+                    f"QEMU did not open its serial port {serial_port} within {timeout:.0f} s")
+            self._end_process()
+            if any(text in seen for text in _BIND_FAILED) and attempt + 1 < _BIND_ATTEMPTS:
+                continue  # another program took a port between choosing it and QEMU's bind
+            self.stop()
+            raise MpkernelError(f"QEMU exited at start: {seen}", self.hint)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def _spawn(self, cmd: list[str]) -> None:
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            **platform_support.child_popen_options(),
+        )
+        self._tie = platform_support.tie_to_this_process(self._proc)
+        atexit.register(self.stop)
+        assert self._proc.stdout is not None
+        self._output = b""
+        self._reader = threading.Thread(
+            target=self._drain, args=(self._proc.stdout.fileno(),), daemon=True,
+            name="qemu-output",
+        )
+        self._reader.start()
+
+    def _drain(self, fd: int) -> None:
+        """Keep the tail of QEMU's output (its errors) and never let the pipe fill up."""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)  # blocking: ends with QEMU (end of file)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._output = (self._output + chunk)[-_KEEP_OUTPUT:]
+
+    def _wait_for_tcp(self, serial_port: int, deadline: float) -> bool:
+        """True once the monitor answers and lists the serial port; False if QEMU exited
+        (its output then says why) or the deadline passed."""
+        assert self._proc is not None
+        # The monitor answers from QEMU's main loop, which runs after every chardev is bound.
+        listed = f"tcp:{_LOOPBACK}:{serial_port},server"
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                if self._reader is not None:
+                    self._reader.join(2)  # the rest of its output, up to the end of file
+                return False
+            try:
+                if listed in self.monitor("info chardev", timeout=1.0):
+                    return True
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.05)  # QEMU is still starting; nothing to wait on but its port
+        return False
+
     def _wait_for_monitor(self, deadline: float) -> None:
         while time.monotonic() < deadline:
             if os.path.exists(self.monitor_path):
@@ -114,12 +230,20 @@ class QemuBoard:
 
     def monitor(self, command: str, timeout: float = 3.0) -> str:
         """Send one QEMU monitor command and return its answer text."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        if self.monitor_port:
+            sock = socket.create_connection((_LOOPBACK, self.monitor_port), timeout)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with sock:
             sock.settimeout(timeout)
-            sock.connect(self.monitor_path)
+            if not self.monitor_port:
+                sock.connect(self.monitor_path)
             banner = b""
             while not banner.endswith(b"(qemu) "):
-                banner += sock.recv(4096)
+                part = sock.recv(4096)
+                if not part:
+                    raise ConnectionResetError("QEMU's monitor closed the connection")
+                banner += part
             sock.sendall(command.encode() + b"\n")
             answer = b""
             while not answer.rstrip().endswith(b"(qemu)"):
@@ -151,6 +275,11 @@ class QemuBoard:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> None:
+        self._end_process()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._stopped()
+
+    def _end_process(self) -> None:
         proc, self._proc = self._proc, None
         if getattr(self, "_tie", None) is not None:
             self._tie.release()  # a deliberate stop: the watchdog/job must not act on it
@@ -162,10 +291,11 @@ class QemuBoard:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.join(2)  # QEMU ended: its output pipe is at its end
         if proc is not None and proc.stdout is not None:
             proc.stdout.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-        self._stopped()
 
     def _stopped(self) -> None:
         """After QEMU ended: a subclass releases what it holds."""

@@ -1,7 +1,8 @@
 """The emulated BBC micro:bit: Debian's MicroPython 1.9.2 firmware under QEMU, on a pty.
 
 `Simulator().start()` boots the real firmware with its UART on a pseudo-terminal that pyserial
-opens like a USB serial port, and a QEMU monitor socket for hard resets. The filesystem lives
+opens like a USB serial port (on Windows a loopback TCP port, `socket://127.0.0.1:PORT`), and
+a QEMU monitor socket for hard resets. The filesystem lives
 in emulated flash: it survives `hard_reset()` and is gone when QEMU exits. Nothing to build.
 """
 

@@ -10,7 +10,6 @@ is deleted at stop().
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 from typing import IO
@@ -18,6 +17,11 @@ from typing import IO
 from mpkernel.errors import MpkernelError
 from mpkernel.sim import cache as build
 from mpkernel.sim._qemu import QemuBoard, SimulatorMissing
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fcntl; msvcrt locks a byte of the file instead
+    fcntl = None  # type: ignore[assignment]
 
 PSRAM_SIZE = "16M"  # the mps2-an385's PSRAM, which QEMU requires to be this size
 
@@ -67,9 +71,7 @@ class ModernBoard(QemuBoard):
     def _hold_flash(self) -> None:
         """One QEMU per flash file: two writing the same littlefs would corrupt it."""
         lock = open(f"{self.flash}.lock", "wb")  # held while QEMU runs
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(lock):
             lock.close()
             raise MpkernelError(
                 f"The flash file {self.flash} is in use by another emulated board.",
@@ -98,3 +100,20 @@ class ModernBoard(QemuBoard):
 
     def __enter__(self) -> ModernBoard:
         return self.start()
+
+
+def _try_lock(lock: IO[bytes]) -> bool:
+    """Lock `lock` for this process without waiting; False if another holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    import msvcrt
+
+    try:
+        msvcrt.locking(lock.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+    except OSError:
+        return False
+    return True
