@@ -170,3 +170,28 @@ def is_compile_error(traceback: str) -> bool:
         and frame["file"] == "<stdin>"
         and not frame["rest"].strip()
     )
+
+
+_SCOPES = {"<lambda>": ast.Lambda, "<listcomp>": ast.ListComp, "<dictcomp>": ast.DictComp,
+           "<setcomp>": ast.SetComp, "<genexpr>": ast.GeneratorExp}
+
+
+def defines_scope(code: str, name: str, line: int) -> bool:
+    """Whether `code` has a function, class, lambda or comprehension called `name` (as the
+    board names it in a traceback frame) that spans line `line`. A function defined by an
+    earlier cell is also `<stdin>` on the board, with that cell's line numbers: only a scope
+    of this very cell may be shown as one of its lines."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    kind = _SCOPES.get(name)
+    for node in ast.walk(tree):
+        if kind is not None:
+            hit = isinstance(node, kind)
+        else:
+            hit = (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                   and node.name == name)
+        if hit and node.lineno <= line <= (getattr(node, "end_lineno", None) or node.lineno):
+            return True
+    return False

@@ -6,6 +6,7 @@ can be unit-tested without a kernel.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -165,10 +166,79 @@ def error_content(ename: str, evalue: str, traceback: list[str]) -> dict[str, ob
 
 def user_error_content(err: Exception) -> dict[str, object]:
     """An MpkernelError (or any other) as an error message a person can read."""
-    from mpkernel.errors import DeviceError, MpkernelError
+    return error_parts(err)[0]
+
+
+def error_parts(err: Exception) -> tuple[dict[str, object], list[str]]:
+    """(the error message's content, the kernel's own notes to show after it, not in red).
+
+    A board's traceback ends at its exception line; lines the kernel added after it (such as
+    "Interrupted: the program stopped; the board's variables are kept.") are notes.
+    """
+    from mpkernel.errors import DeviceError
 
     if isinstance(err, DeviceError):
-        return error_content(err.ename, err.evalue, err.traceback)
+        lines, notes = split_notes(err.ename, err.evalue, err.traceback)
+        return error_content(err.ename, err.evalue, lines), notes
+    return _other_error_content(err), []
+
+
+def split_notes(ename: str, evalue: str, lines: list[str]) -> tuple[list[str], list[str]]:
+    """Cut a board traceback after its exception line (`ename: evalue`)."""
+    said = {f"{ename}: {evalue}".strip(), f"{ename}:", ename}
+    if evalue:
+        said.add(evalue)  # parse_traceback's ("Error", last line) for an odd last line
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].strip() in said:
+            return lines[: index + 1], lines[index + 1 :]
+    return lines, []
+
+
+_STDIN_FRAME = re.compile(
+    r'^(?P<indent>\s*)File "<stdin>", line (?P<line>\d+)(?:, in (?P<scope>\S+))?\s*$'
+)
+CELL_COLOUR = "\x1b[0;32m"
+LINE_COLOUR = "\x1b[0;36m"
+RESET_COLOUR = "\x1b[0m"
+
+
+def cell_traceback(lines: list[str], code: str, count: int) -> list[str]:
+    """Show the frames of a cell's own program as IPython does: `Cell In[count], line M`
+    and the offending line of the cell; other frames (board modules) stay as they are.
+
+    `code` is the cell's code as typed, with any magic lines the kernel took out blanked so
+    its line numbers are the cell's (cells.parse_cell), and before the trailing-expression
+    rewrite (which keeps every line where it was). A `<stdin>` frame inside a function is
+    this cell's only if this cell defines that function there: an earlier cell's function is
+    `<stdin>` too, with that cell's line numbers, and stays as the board said it.
+    """
+    from mpkernel import cells
+
+    source = code.replace("\r\n", "\n").split("\n")
+    shown: list[str] = []
+    for text in lines:
+        m = _STDIN_FRAME.match(text)
+        number = int(m["line"]) if m else 0
+        scope = m["scope"] if m else None
+        if (
+            m is None
+            or not 1 <= number <= len(source)
+            or not source[number - 1].strip()
+            or (scope not in (None, "<module>") and not cells.defines_scope(code, scope, number))
+        ):
+            shown.append(text)
+            continue
+        where = f"{CELL_COLOUR}Cell In[{count}], line {number}{RESET_COLOUR}"
+        if scope not in (None, "<module>"):
+            where += f", in {scope}"
+        shown.append(m["indent"] + where)
+        shown.append(f"{m['indent']}    {LINE_COLOUR}{source[number - 1].strip()}{RESET_COLOUR}")
+    return shown
+
+
+def _other_error_content(err: Exception) -> dict[str, object]:
+    from mpkernel.errors import MpkernelError
+
     if isinstance(err, MpkernelError):
         return error_content(type(err).__name__, str(err), report_lines(err))
     return error_content(type(err).__name__, str(err), [f"{type(err).__name__}: {err}"])

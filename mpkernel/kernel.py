@@ -18,7 +18,7 @@ from traitlets import Bool, Enum, Float, Integer, Unicode
 from mpkernel import __version__, cells, display, output_filters, platform_support
 from mpkernel.board import Board
 from mpkernel.connect import BoardSettings, new_board, replace_board
-from mpkernel.errors import MpkernelError
+from mpkernel.errors import DeviceError, MpkernelError
 from mpkernel.magics import HelpRequested, MagicContext, registry
 
 EXIT_WORDS = ("exit", "quit", "exit()", "quit()")
@@ -217,9 +217,11 @@ class MicroPythonKernel(IPythonKernel):
             except HelpRequested as shown:
                 self._write(str(shown))
             except Exception as err:  # every failure becomes one readable error message
-                content = display.user_error_content(err)
+                content, notes = display.error_parts(err)
                 if not silent:
                     self.send_response(self.iopub_socket, "error", content)
+                    # The kernel's own words, after the board's traceback and not in red.
+                    self._write("".join(note + "\n" for note in notes))
                 reply.update(status="error", **content)
                 if not isinstance(err, MpkernelError):
                     self.log.exception("unexpected error in a cell")
@@ -263,6 +265,7 @@ class MicroPythonKernel(IPythonKernel):
 
     def _run_code(self, code: str, count: int, silent: bool) -> None:
         cells.refuse_control_bytes(code)
+        typed = code
         code, has_result = cells.show_trailing_expression(code)
         # No start_cell() here: do_execute marked the cell's start, and an interrupt during a
         # line magic above this code must still stop it. A board created just now has no
@@ -287,6 +290,9 @@ class MicroPythonKernel(IPythonKernel):
         filtered_output, on_idle = active.wrap(on_output, lines.idle)
         try:
             board.exec(code, on_output=filtered_output, on_idle=on_idle)
+        except DeviceError as err:  # the cell's own frames as `Cell In[n], line M`
+            err.traceback = display.cell_traceback(err.traceback, typed, count)
+            raise
         finally:
             active.close()
             if not silent:
