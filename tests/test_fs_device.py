@@ -240,9 +240,10 @@ def test_fragmented_ram_falls_back_to_chunks_and_too_little_ram_keeps_the_old_fi
     fs.put(old, "app.py")
     new = b"x = 1  # the new version\n" * 40
     try:
-        # ~3 KB free in small pieces: the stream programs no longer compile, the upload
-        # goes chunk by chunk and says why.
-        hog_ram(board, 3000)
+        # ~3.3 KB free in small pieces: the stream programs no longer compile, the upload
+        # goes chunk by chunk and says why. (At 3.0 KB the journaled replace itself now
+        # runs out of RAM and says so; that safe failure is the 2 KB case below.)
+        hog_ram(board, 3300)
         result = fs.put(new, "app.py")
         assert "too fragmented" in result.summary() and "verified" in result.summary()
         assert result.method == "exec"
