@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -108,6 +109,30 @@ def test_getting_started_shows_what_a_learner_expects(port: str) -> None:
     assert "[1, 2, 3]" in joined  # the board was fine after the error
     # The command echoes each cell's output as it goes.
     assert "tick 4" in run.result.stdout and "Wrote the executed notebook" in run.result.stdout
+
+
+@pytest.mark.parametrize("port", PORTS)
+def test_03_sensors_lesson_plots_and_analyses_the_signal(port: str) -> None:
+    run = executed(ROOT / "notebooks" / "03-sensors-and-live-plots.ipynb", port)
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    # The live plot kept all 40 readings of one series, and its final figure as an image.
+    plot_cell = next(c for c in run.cells if c.source.startswith("%%plot"))
+    assert "plot_data: 40 rows, 1 series (wave), for %%host cells." in outputs_text(plot_cell)
+    assert any("image/png" in o.get("data", {}) for o in plot_cell.outputs)
+    # The host's analysis matches sin(i * 0.3) for i in 0..39, as printed with 3 decimals.
+    wave = [round(math.sin(i * 0.3), 3) for i in range(40)]
+    analysis = run.text('%%host\nwave = [row["wave"]')
+    assert analysis.split("\n")[:3] == [
+        "40 readings",
+        f"mean {sum(wave) / 40:.3f}, min {min(wave):.3f}, max {max(wave):.3f}",
+        f"{sum(1 for w in wave if w > 0.5)} readings above 0.5",
+    ]
+    second = next(c for c in run.cells if "running mean" in c.source)
+    assert any("image/png" in o.get("data", {}) for o in second.outputs)
+    # board.eval brought a list back from the board, equal to the first plotted readings.
+    fresh = run.text("%%host\nfresh = board.eval")
+    assert "fresh from the board: [0.0, 0.296, 0.565, 0.783, 0.932]" in fresh
+    assert "same as plotted: True" in fresh
 
 
 @pytest.mark.parametrize("port", PORTS)
