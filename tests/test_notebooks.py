@@ -136,6 +136,35 @@ def test_03_sensors_lesson_plots_and_analyses_the_signal(port: str) -> None:
 
 
 @pytest.mark.parametrize("port", PORTS)
+def test_04_mqtt_lesson_publishes_readings_and_obeys_a_command(port: str) -> None:
+    run = executed(ROOT / "notebooks" / "04-mqtt-tutorial.ipynb", port)
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    # Wi-Fi and %mip need a real ESP32 (and the internet): skipped, visibly.
+    for source in ("import network", "%mip install umqtt.simple"):
+        assert run.text(source).startswith("[mpkernel run] Skipped:")
+    # The local broker: loopback only, the credentials on the board and never printed.
+    broker = run.text("%mqtt broker")
+    assert re.search(r"MQTT broker \(mosquitto [\d.]+\) on 127\.0\.0\.1 port \d+; user and "
+                     r"password in secrets\.py on the board; the notebook is connected\.", broker)
+    assert "MQTT_PASSWORD" not in broker
+    assert "`from umqtt.simple import MQTTClient` works" in run.text("%mqtt bridge")
+    assert run.text("%mqtt watch demo/#").startswith("MQTT demo/# (watching;")
+    assert run.text("from umqtt.simple import MQTTClient").strip() == "connected to the broker"
+    # Five readings, then the command from the notebook reaches the board's callback.
+    assert run.text("for i in range(5):").split() == [
+        w for i in range(5) for w in ("published", str(20 + i))]
+    assert run.text("%mqtt pub demo/cmd on").strip() == "Published 2 bytes to demo/cmd (QoS 0)."
+    assert run.text("for _ in range(10):").strip().split("\n") == ["command: on", "led is on"]
+    # A late subscriber gets the retained last reading and the board's reported state.
+    sub = run.text("%mqtt sub demo/# --count 2")
+    assert "demo/temp: 24\n" in sub and "demo/status: led on\n" in sub
+    assert "Stopped (--count 2): 2 messages on demo/#" in sub
+    assert run.text("c.disconnect()").strip() == "disconnected"
+    assert run.text("%mqtt stop --broker").startswith("Stopped 1 watch, the connection to "
+                                                      "127.0.0.1:")
+
+
+@pytest.mark.parametrize("port", PORTS)
 def test_when_things_go_wrong_shows_each_rescue(port: str) -> None:
     run = executed(ROOT / "notebooks" / "05-when-things-go-wrong.ipynb", port)
     assert run.result.returncode == 0, run.result.stderr[-3000:]
