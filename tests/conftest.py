@@ -21,7 +21,8 @@ from mpkernel.board import Board
 
 @pytest.fixture
 def board(relay: Relay) -> Iterator[Board]:
-    """A Board connected to the emulated micro:bit through the relay (no QEMU open delay)."""
+    """A Board connected to the emulated board (each of them) through the relay (no QEMU open
+    delay)."""
     connected = Board(relay.url, lister=lambda: comports_with([relay]), reattach_wait=5.0)
     connected.connect()
     try:

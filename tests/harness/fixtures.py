@@ -44,13 +44,13 @@ def qemu_sim_fixture() -> Iterator[QemuBoard]:
 
 
 def default_boards() -> list[str]:
-    """The boards an unmarked device test runs on: MPK_BOARDS=microbit,qemu for both.
+    """The boards an unmarked device test runs on: both emulated boards unless MPK_BOARDS
+    names fewer (MPK_BOARDS=microbit for a quicker local run).
 
-    The micro:bit alone by default until the device tests pass on the modern board too. A
-    test marked `@pytest.mark.boards(...)` runs on exactly the boards it names, whatever
+    A test marked `@pytest.mark.boards(...)` runs on exactly the boards it names, whatever
     MPK_BOARDS says (tests/conftest.py deselects the other combinations).
     """
-    return [name for name in os.environ.get("MPK_BOARDS", "microbit").split(",") if name]
+    return [name for name in os.environ.get("MPK_BOARDS", "microbit,qemu").split(",") if name]
 
 
 @pytest.fixture(scope="session", name="sim", params=["microbit", "qemu"])
