@@ -80,6 +80,18 @@ def free_port(bind: str) -> int:
         return int(s.getsockname()[1])
 
 
+def port_taken(bind: str, port: int) -> bool:
+    """Whether a listener already holds `port` on `bind` (a bind test, nothing is sent)."""
+    with socket.socket() as s:
+        # SO_REUSEADDR as a server would set it: a port only in TIME_WAIT counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((bind, port))
+        except OSError:
+            return True
+    return False
+
+
 def host_addresses() -> list[str]:
     """This computer's IPv4 addresses other boards might reach (without sending a packet)."""
     found: list[str] = []
@@ -104,6 +116,12 @@ def start_broker(port: int = 1883, bind: str = "0.0.0.0", user: str = "",
     """Start mosquitto; a user and password given again (a restart) keep secrets.py valid."""
     mosquitto, passwd = find_mosquitto()
     port = port or free_port(bind)
+    # A port another broker already listens on would answer the readiness check below for
+    # this one, which then exits with "Address already in use" a moment later: ask first.
+    if port_taken(bind, port):
+        raise MqttError(f"Port {port} on {bind} is in use by another program.",
+                        f"Port {port} is taken: use %mqtt broker --port N (or stop the other "
+                        "broker).")
     folder = tempfile.mkdtemp(prefix="mpkernel-mosquitto-")
     user = user or "mpk-" + secrets.token_hex(2)
     password = password or secrets.token_urlsafe(12)
