@@ -54,7 +54,15 @@ del __t""")
 def fs(board, relay) -> FileSystem:  # noqa: ANN001
     relay.set_throttle(rate=BAUD_115200)
     board.soft_reset()
-    board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
+    if board.caps.mkdir:
+        # Earlier tests on this shared board may have left folders (os.remove cannot take them).
+        board.exec(
+            "import os\ndef __w(d):\n for e in os.ilistdir(d):\n  p=d+'/'+e[0]\n"
+            "  if e[1]==0x4000:\n   __w(p);os.rmdir(p)\n  else:\n   os.remove(p)\n"
+            "__w('')\ndel __w"
+        )
+    else:
+        board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
     return FileSystem(board)
 
 
