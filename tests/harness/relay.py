@@ -294,6 +294,19 @@ class _Rfc2217Front:
 _Front = _PtyFront | _Rfc2217Front
 
 
+def _drain(fd: int) -> int:
+    """Read away what is waiting on a non-blocking fd; return how many bytes."""
+    dropped = 0
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except (BlockingIOError, OSError):
+            return dropped
+        if not data:
+            return dropped
+        dropped += len(data)
+
+
 class Relay:
     """The emulated board behind a pluggable, throttled, fault-injecting front end."""
 
@@ -329,6 +342,10 @@ class Relay:
         self._t0 = time.monotonic()
         self._lock = threading.RLock()  # guards the front, triggers and the held-in-reset state
         self._reset_lock = threading.Lock()
+        # While a reset is under way the board's output is what it printed before it: the
+        # pump drops it (QEMU prints faster than the throttled line carries, so a reset at
+        # "line 5" finds later lines already in the pty, which a real UART never sent).
+        self._resetting = False
         self._triggers: list[Trigger] = []
         self._held_in_reset = False
         self._timers: list[threading.Timer] = []
@@ -442,10 +459,24 @@ class Relay:
     def reset_board(self) -> None:
         """Hard-reset the board now (the reset button): files survive, RAM does not."""
         with self._reset_lock:
-            self.counters["dropped"] += self.to_host.discard_untransmitted()
-            self.board.monitor("system_reset")
-            # The board's UART receive buffer dies with the reset: drop what it had not read.
-            termios.tcflush(self._board_fd, termios.TCOFLUSH)
+            with self._lock:
+                self._resetting = True
+                self.counters["dropped"] += self.to_host.discard_untransmitted()
+            try:
+                # Pause the VM, then drop what it printed before the reset and still sits in
+                # the pty: a paused board prints nothing more, so the drain ends.
+                self.board.monitor("stop")
+                self.counters["dropped"] += _drain(self._board_fd)
+                self.board.monitor("system_reset")
+                # The board's UART receive buffer dies with the reset: drop what it had not
+                # read.
+                termios.tcflush(self._board_fd, termios.TCOFLUSH)
+            finally:
+                with self._lock:
+                    self._resetting = False
+                    held = self._held_in_reset
+                if not held:  # a board held in reset (EN low) stays paused
+                    self.board.monitor("cont")
             self.counters["resets"] += 1
         self._event("board reset")
 
@@ -627,10 +658,11 @@ class Relay:
                         self._board_tail += data
                         del self._board_tail[:-8192]
                         self._board_cond.notify_all()
-                    if self.front is not None:
-                        self.to_host.put(data)
-                    else:
-                        self.counters["dropped"] += len(data)  # nobody at the other end
+                    with self._lock:
+                        if self.front is not None and not self._resetting:
+                            self.to_host.put(data)
+                        else:  # nobody at the other end, or printed before a reset
+                            self.counters["dropped"] += len(data)
             if front is not None and front is self.front:
                 for fd in readable:
                     if fd in front.read_fds():
