@@ -9,9 +9,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
+from mpkernel import output_filters
+from mpkernel.cells import RESULT_MARK
+
 if TYPE_CHECKING:
+    from mpkernel.board import Board
     from mpkernel.errors import MpkernelError
 
 
@@ -157,6 +162,73 @@ class LineBuffer:
         if self._partial:
             self._send(self._partial)
             self._partial = ""
+
+
+class CellOutput:
+    """A board program's output as a cell shows it: the one place for every way code runs
+    as a cell (a board cell, `%time`/`%%time`, `%timeit`), so a change to how output is
+    shown reaches all of them.
+
+    The kernel's cell output filters see the text first (output_filters), then the board's
+    CRLF becomes LF across chunks (StreamCleaner) and whole lines go out (LineBuffer). With
+    `has_result`, everything from cells.RESULT_MARK on is a trailing expression's repr: kept
+    as `result`, not shown. `show=False` (a silent execute) shows nothing but still runs the
+    filters, which may have to answer the board.
+
+    Wrap `board.exec(code, on_output=out.feed, on_idle=out.idle)` in `with CellOutput(...)
+    as out:`; leaving it closes the filters and sends the text still held back, however the
+    program ended, so output printed before an error is shown before that error.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        board: Board,
+        filters: dict[str, output_filters.FilterFactory],
+        *,
+        has_result: bool,
+        show: bool = True,
+    ) -> None:
+        self._cleaner = StreamCleaner()
+        self._lines = LineBuffer(write)
+        self._has_result = has_result
+        self._show = show
+        self._result: list[str] = []
+        self._filters = output_filters.ActiveFilters(filters, board)
+        self.feed, self.idle = self._filters.wrap(self._output, self._lines.idle)
+
+    def _output(self, text: str) -> None:
+        if self._result:
+            self._result.append(text)
+            return
+        mark = text.find(RESULT_MARK) if self._has_result else -1
+        if mark >= 0:
+            self._result.append(text[mark + 1 :])
+            text = text[:mark]
+        if self._show:
+            self._lines.feed(self._cleaner.feed(text))
+
+    @property
+    def result(self) -> str | None:
+        """The text the board printed after RESULT_MARK, or None if it printed no mark."""
+        return "".join(self._result) if self._result else None
+
+    def close(self) -> None:
+        self._filters.close()
+        if self._show:
+            self._lines.feed(self._cleaner.flush())
+            self._lines.flush()
+
+    def __enter__(self) -> CellOutput:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def error_content(ename: str, evalue: str, traceback: list[str]) -> dict[str, object]:

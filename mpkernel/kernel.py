@@ -271,40 +271,20 @@ class MicroPythonKernel(IPythonKernel):
         # line magic above this code must still stop it. A board created just now has no
         # interrupts to forget.
         board = self.get_board()
-        cleaner = display.StreamCleaner()
-        lines = display.LineBuffer(self._write)
-        result: list[str] = []
-
-        def on_output(text: str) -> None:
-            if result:
-                result.append(text)
-                return
-            mark = text.find(cells.RESULT_MARK) if has_result else -1
-            if mark >= 0:
-                result.append(text[mark + 1 :])
-                text = text[:mark]
-            if not silent:
-                lines.feed(cleaner.feed(text))
-
-        active = output_filters.ActiveFilters(self.cell_filters, board)
-        filtered_output, on_idle = active.wrap(on_output, lines.idle)
+        out = display.CellOutput(self._write, board, self.cell_filters, has_result=has_result,
+                                 show=not silent)
         try:
-            board.exec(code, on_output=filtered_output, on_idle=on_idle)
+            with out:
+                board.exec(code, on_output=out.feed, on_idle=out.idle)
         except DeviceError as err:  # the cell's own frames as `Cell In[n], line M`
             err.traceback = display.cell_traceback(err.traceback, typed, count)
             raise
-        finally:
-            active.close()
-            if not silent:
-                lines.feed(cleaner.flush())
-                lines.flush()
-        value = "".join(result)
         # The board prints repr(None) for a None result; IPython shows nothing for None.
-        if result and value != "None" and not silent:
+        if out.result not in (None, "None") and not silent:
             self.send_response(
                 self.iopub_socket,
                 "execute_result",
-                {"execution_count": count, "data": {"text/plain": value}, "metadata": {}},
+                {"execution_count": count, "data": {"text/plain": out.result}, "metadata": {}},
             )
 
     # -- editor help ------------------------------------------------------------------------

@@ -89,3 +89,65 @@ def test_line_buffer_treats_carriage_return_as_a_line_end() -> None:
     lines = display.LineBuffer(sent.append, clock=lambda: 0.0)
     lines.feed("10%\r20%\r")
     assert sent == ["10%\r20%\r"]
+
+
+class _Upper:
+    """A cell output filter that shouts, and holds back a trailing '~' until it closes."""
+
+    def __init__(self) -> None:
+        self.held = ""
+        self.idles = 0
+
+    def feed(self, text: str) -> str:
+        text = self.held + text
+        self.held = "~" if text.endswith("~") else ""
+        return (text[:-1] if self.held else text).upper()
+
+    def idle(self) -> None:
+        self.idles += 1
+
+    def close(self) -> str:
+        return self.held
+
+
+def test_cell_output_streams_lines_keeps_the_result_and_runs_filters() -> None:
+    sent: list[str] = []
+    made: list[_Upper] = []
+
+    def make(board: object) -> _Upper:
+        made.append(_Upper())
+        return made[-1]
+
+    with display.CellOutput(sent.append, object(), {"shout": make}, has_result=True) as out:
+        out.feed("hel")
+        out.feed("lo\r")
+        out.feed("\nwait~")
+        out.idle()
+        assert sent == ["HELLO\n"]  # CRLF split across chunks is one newline, whole lines
+    # What the filter held back, and the partial line, are shown when the program ends.
+    assert sent == ["HELLO\n", "WAIT~"] and made[0].idles == 1 and out.result is None
+    with display.CellOutput(sent.append, object(), {"shout": make}, has_result=True) as out:
+        out.feed("x = 6 * 7\r\n\x1e4")
+        out.feed("2")
+    assert sent[2:] == ["X = 6 * 7\n"] and out.result == "42"
+
+
+def test_cell_output_without_a_result_shows_the_mark_and_silent_shows_nothing() -> None:
+    sent: list[str] = []
+    with display.CellOutput(sent.append, object(), {}, has_result=False) as out:
+        out.feed("a\x1eb\r\n")
+    assert sent == ["a\x1eb\n"] and out.result is None
+    with display.CellOutput(sent.append, object(), {}, has_result=True, show=False) as out:
+        out.feed("printed\r\n\x1e'value'")
+    assert sent == ["a\x1eb\n"] and out.result == "'value'"
+
+
+def test_cell_output_shows_what_came_before_an_error() -> None:
+    sent: list[str] = []
+    try:
+        with display.CellOutput(sent.append, object(), {}, has_result=True) as out:
+            out.feed("partial line")
+            raise RuntimeError("the board failed")
+    except RuntimeError:
+        pass
+    assert sent == ["partial line"]

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import cells, output_filters
-from mpkernel.display import LineBuffer, StreamCleaner
+from mpkernel.display import CellOutput
 from mpkernel.errors import CellRefused, MpkernelError
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
     from mpkernel.magics import MagicContext
 
 # One line each, so the cell's line numbers in the board's tracebacks move by exactly one
@@ -51,40 +50,19 @@ def run_timed(ctx: MagicContext, code: str) -> str:
     stop = _STOP + (f"\nprint({cells.RESULT_MARK!r}+repr(__mpk_r),end='');del __mpk_r"
                     if has_result else "")
     board = ctx.board
-    cleaner = StreamCleaner()
-    lines = LineBuffer(ctx.write)
-    result: list[str] = []
-
-    def on_output(text: str) -> None:
-        if result:
-            result.append(text)
-            return
-        mark = text.find(cells.RESULT_MARK) if has_result else -1
-        if mark >= 0:
-            result.append(text[mark + 1:])
-            text = text[:mark]
-        lines.feed(cleaner.feed(text))
-
-    active = _filters(ctx, board)
-    filtered, idle = active.wrap(on_output, lines.idle)
+    out = CellOutput(ctx.write, board, _filters(ctx), has_result=has_result)
     started = time.monotonic()
     try:
-        board.exec(_START + body + stop, on_output=filtered, on_idle=idle)
+        with out:
+            board.exec(_START + body + stop, on_output=out.feed, on_idle=out.idle)
     except MpkernelError:
-        active.close()
-        lines.feed(cleaner.flush())
-        lines.flush()
         ctx.write(f"Wall time: {human_time(time.monotonic() - started)} (the cell failed, so "
                   "the board's time is not known)\n")
         raise
     wall = time.monotonic() - started
-    active.close()
-    lines.feed(cleaner.flush())
-    lines.flush()
     ticks = ast.literal_eval(board.exec(_FETCH, interruptible=False).strip() or "None")
-    value = "".join(result)
-    if result and value != "None":
-        _show_result(ctx, value)
+    if out.result not in (None, "None"):
+        _show_result(ctx, out.result)
     if ticks is None:
         return (f"Wall time: {human_time(wall)} (this firmware has no time.ticks_us, so only "
                 "the host's clock, which includes the serial transfer)")
@@ -92,9 +70,9 @@ def run_timed(ctx: MagicContext, code: str) -> str:
             f"wall time: {human_time(wall)} (host: sending, compiling, running, output)")
 
 
-def _filters(ctx: MagicContext, board: Board) -> output_filters.ActiveFilters:
+def _filters(ctx: MagicContext) -> dict[str, output_filters.FilterFactory]:
     # Cell output filters (the MQTT bridge's relay) take part in timed cells too.
-    return output_filters.ActiveFilters(getattr(ctx.kernel, "cell_filters", {}), board)
+    return getattr(ctx.kernel, "cell_filters", {})
 
 
 def _keep_trailing_value(code: str) -> str:
@@ -215,28 +193,9 @@ def timeit(ctx: MagicContext, line: str, write: Callable[[str], None] | None = N
     program = _TIMEIT.format(stmt=stmt, target=TARGET_US, max_loops=MAX_LOOPS,
                              repeats=REPEATS, budget=BUDGET_US, n=loops, r=repeats,
                              mark=cells.RESULT_MARK)
-    found: list[str] = []
-    out = StreamCleaner()
-    lines = LineBuffer(write or ctx.write)
-
-    def on_output(text: str) -> None:
-        if found:
-            found.append(text)
-            return
-        mark = text.find(cells.RESULT_MARK)
-        if mark >= 0:
-            found.append(text[mark + 1:])
-            text = text[:mark]
-        lines.feed(out.feed(text))
-
     board = ctx.board
-    active = _filters(ctx, board)
-    filtered, idle = active.wrap(on_output, lines.idle)
-    try:
-        board.exec(program, on_output=filtered, on_idle=idle)
-    finally:
-        active.close()
-        lines.feed(out.flush())
-        lines.flush()
-    value: Any = ast.literal_eval("".join(found).strip())
+    # The loop's figures follow RESULT_MARK, like a trailing expression's value.
+    with CellOutput(write or ctx.write, board, _filters(ctx), has_result=True) as out:
+        board.exec(program, on_output=out.feed, on_idle=out.idle)
+    value: Any = ast.literal_eval((out.result or "").strip())
     return TimeitResult(value[0], list(value[1]), value[2])
