@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -274,15 +275,28 @@ LINE_COLOUR = "\x1b[0;36m"
 RESET_COLOUR = "\x1b[0m"
 
 
-def cell_traceback(lines: list[str], code: str, count: int) -> list[str]:
+@dataclass(frozen=True)
+class CellPlace:
+    """Where code run on the board stands in the notebook: cell In[count], its first line
+    being the cell's line `line` (1 for a cell's code; for timed code the line below
+    `%%time`, or the line of `%time` itself)."""
+
+    count: int
+    line: int = 1
+
+
+def cell_traceback(lines: list[str], code: str, count: int, shift: int = 0) -> list[str]:
     """Show the frames of a cell's own program as IPython does: `Cell In[count], line M`
     and the offending line of the cell; other frames (board modules) stay as they are.
 
-    `code` is the cell's code as typed, with any magic lines the kernel took out blanked so
-    its line numbers are the cell's (cells.parse_cell), and before the trailing-expression
-    rewrite (which keeps every line where it was). A `<stdin>` frame inside a function is
-    this cell's only if this cell defines that function there: an earlier cell's function is
-    `<stdin>` too, with that cell's line numbers, and stays as the board said it.
+    `code` is the program's code as typed, laid out as the board numbers its lines: for a
+    cell, with any magic lines the kernel took out blanked so its line numbers are the cell's
+    (cells.parse_cell), and before the trailing-expression rewrite (which keeps every line
+    where it was). The board's line B is the cell's line B + `shift` (timed code runs below a
+    line that starts the clock, and below the cell's own first lines). A `<stdin>` frame
+    inside a function is this cell's only if this cell defines that function there: an
+    earlier cell's function is `<stdin>` too, with that cell's line numbers, and stays as
+    the board said it.
     """
     from mpkernel import cells
 
@@ -300,7 +314,7 @@ def cell_traceback(lines: list[str], code: str, count: int) -> list[str]:
         ):
             shown.append(text)
             continue
-        where = f"{CELL_COLOUR}Cell In[{count}], line {number}{RESET_COLOUR}"
+        where = f"{CELL_COLOUR}Cell In[{count}], line {number + shift}{RESET_COLOUR}"
         if scope not in (None, "<module>"):
             where += f", in {scope}"
         shown.append(m["indent"] + where)

@@ -63,6 +63,9 @@ class MicroPythonKernel(IPythonKernel):
         self._frontend_has_widgets = False
         # Host code taking part in board cells (see output_filters), by feature name.
         self.cell_filters: dict[str, output_filters.FilterFactory] = {}
+        # While a magic runs: its cell and the cell line it stands on, so a magic that runs
+        # the cell's code (%time, %%time) can show the board's errors as `Cell In[n], line M`.
+        self.magic_place: display.CellPlace | None = None
 
     # -- where the board is -----------------------------------------------------------------
     def resolve_port(self) -> str:
@@ -213,7 +216,7 @@ class MicroPythonKernel(IPythonKernel):
             self.board.start_cell()
         with self._interrupts_to_board():
             try:
-                self._run_cell(cell, count, silent, allow_stdin, reply)
+                self._run_cell(cell, code, count, silent, allow_stdin, reply)
             except HelpRequested as shown:
                 self._write(str(shown))
             except Exception as err:  # every failure becomes one readable error message
@@ -228,15 +231,18 @@ class MicroPythonKernel(IPythonKernel):
         return reply
 
     def _run_cell(
-        self, cell: cells.Cell, count: int, silent: bool, allow_stdin: bool, reply: dict
+        self, cell: cells.Cell, typed: str, count: int, silent: bool, allow_stdin: bool,
+        reply: dict,
     ) -> None:
         magics = registry()
         ctx = self.magic_context(allow_stdin)
-        for name, line in cell.line_magics:
-            self._run_magic(magics, "%" + name, ctx, line, None)
+        at = _magic_lines(typed)
+        for index, (name, line) in enumerate(cell.line_magics):
+            place = display.CellPlace(count, at[index])
+            self._run_magic(magics, "%" + name, ctx, line, None, place)
         if cell.cell_magic:
             name, line, body = cell.cell_magic
-            self._run_magic(magics, "%%" + name, ctx, line, body)
+            self._run_magic(magics, "%%" + name, ctx, line, body, display.CellPlace(count, at[0]))
             return
         if cell.inspect:
             expr, level = cell.inspect
@@ -249,7 +255,8 @@ class MicroPythonKernel(IPythonKernel):
             self._run_code(cell.code, count, silent)
 
     def _run_magic(
-        self, magics: dict, key: str, ctx: MagicContext, line: str, body: str | None
+        self, magics: dict, key: str, ctx: MagicContext, line: str, body: str | None,
+        place: display.CellPlace | None = None,
     ) -> None:
         magic = magics.get(key)
         if magic is None:
@@ -258,10 +265,14 @@ class MicroPythonKernel(IPythonKernel):
                 f"Unknown magic {key}.", f"Known magics: {known}. %help NAME explains one."
             )
         args = magic.parse(line)
-        if body is None:
-            magic.handler(ctx, args)
-        else:
-            magic.handler(ctx, args, body)
+        self.magic_place = place
+        try:
+            if body is None:
+                magic.handler(ctx, args)
+            else:
+                magic.handler(ctx, args, body)
+        finally:
+            self.magic_place = None
 
     def _run_code(self, code: str, count: int, silent: bool) -> None:
         cells.refuse_control_bytes(code)
@@ -320,3 +331,17 @@ class MicroPythonKernel(IPythonKernel):
             self.board.close()
             self.board = None
         return super().do_shutdown(restart)
+
+
+def _magic_lines(code: str) -> list[int]:
+    """The cell lines (from 1) of a cell's magics as cells.parse_cell finds them: the cell
+    magic's line first, or the leading line magics' lines in order (blank and comment lines
+    between them skipped)."""
+    numbers = []
+    for number, line in enumerate(code.replace("\r\n", "\n").split("\n"), start=1):
+        text = line.strip()
+        if text.startswith("%"):
+            numbers.append(number)
+        elif text and not text.startswith("#"):
+            break
+    return numbers

@@ -18,6 +18,11 @@ _TIME = re.compile(r"^Board time: (?P<board>[\d.]+) (?P<bu>µs|ms|s) \(time.tick
                    r"board\) · wall time: (?P<wall>[\d.]+) (?P<wu>µs|ms|s) \(host: sending, "
                    r"compiling, running, output\)$")
 _UNITS = {"µs": 1e-6, "ms": 1e-3, "s": 1.0}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _plain(lines: list[str]) -> list[str]:
+    return [_ANSI.sub("", line) for line in lines]
 
 
 def _seconds(m: re.Match, which: str) -> float:
@@ -55,9 +60,32 @@ def test_line_time_and_an_error_keeps_the_cells_line_numbers(nb: Notebook) -> No
     assert nb.run("print(x)").stdout == "4950\n"
     cell = nb.run("%%time\ny = 1\nz = 1 / 0")
     assert cell.error["ename"] == "ZeroDivisionError"
-    assert '  File "<stdin>", line 3, in <module>' in cell.error["traceback"]  # the cell's line
+    assert _plain(cell.error["traceback"])[1:3] == [
+        f"  Cell In[{cell.reply['execution_count']}], line 3", "      z = 1 / 0"]
     assert cell.stdout.startswith("Wall time: ")
     assert cell.stdout.endswith(" (the cell failed, so the board's time is not known)\n")
+
+
+def test_a_timed_cells_error_names_the_cell_and_its_lines_as_a_plain_cells_does(
+    nb: Notebook,
+) -> None:
+    # A blank first line and a function defined in the cell: the frames are the cell's lines.
+    cell = nb.run("\n%%time\ndef f(n):\n    return [1][n]\n\nf(0)\nf(5)")
+    count = cell.reply["execution_count"]
+    tb = _plain(cell.error["traceback"])
+    assert cell.error["ename"] == "IndexError", tb
+    assert tb[1:5] == [f"  Cell In[{count}], line 7", "      f(5)",
+                       f"  Cell In[{count}], line 4, in f", "      return [1][n]"], tb
+    assert not any("<stdin>" in line for line in tb), tb
+    assert cell.reply["traceback"] == cell.error["traceback"]
+    # %time on the cell's second line, after another %time: the statement's own line.
+    cell = nb.run("%time a = 1\n%time b = a / 0")
+    count = cell.reply["execution_count"]
+    tb = _plain(cell.error["traceback"])
+    assert cell.error["ename"] == "ZeroDivisionError", tb
+    assert tb[1:3] == [f"  Cell In[{count}], line 2", "      b = a / 0"], tb
+    assert not any("<stdin>" in line for line in tb), tb
+    assert _TIME.match(cell.stdout.splitlines()[0]), cell.stdout  # the first one was timed
 
 
 def test_timeit_loops_on_the_board_and_reports_per_loop_time(nb: Notebook) -> None:

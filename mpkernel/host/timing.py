@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import cells, output_filters
-from mpkernel.display import CellOutput
-from mpkernel.errors import CellRefused, MpkernelError
+from mpkernel.display import CellOutput, CellPlace, cell_traceback
+from mpkernel.errors import CellRefused, DeviceError, MpkernelError
 
 if TYPE_CHECKING:
     from mpkernel.magics import MagicContext
@@ -39,9 +39,13 @@ def human_time(seconds: float) -> str:
     return f"{seconds:.3g} s"
 
 
-def run_timed(ctx: MagicContext, code: str) -> str:
+def run_timed(ctx: MagicContext, code: str, place: CellPlace | None = None) -> str:
     """Run code like a board cell (output streamed, a trailing expression shown as Out[n]),
-    timed on the board and on the host; returns the line that reports both."""
+    timed on the board and on the host; returns the line that reports both.
+
+    `place` is where `code` stands in the notebook: the board's errors then name the cell's
+    lines (`Cell In[n], line M` and the line itself) as a board cell's do, not `<stdin>`.
+    """
     cells.refuse_control_bytes(code)
     _, has_result = cells.show_trailing_expression(code)
     # The value is kept aside and printed after the clock stops: printing it is output, and
@@ -55,7 +59,12 @@ def run_timed(ctx: MagicContext, code: str) -> str:
     try:
         with out:
             board.exec(_START + body + stop, on_output=out.feed, on_idle=out.idle)
-    except MpkernelError:
+    except MpkernelError as err:
+        if isinstance(err, DeviceError) and place is not None:
+            # The board's line 1 starts the clock and its line 2 is the code's first line,
+            # which is the cell's line place.line.
+            err.traceback = cell_traceback(err.traceback, "\n" + code, place.count,
+                                           shift=place.line - 2)
         ctx.write(f"Wall time: {human_time(time.monotonic() - started)} (the cell failed, so "
                   "the board's time is not known)\n")
         raise

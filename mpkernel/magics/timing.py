@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from mpkernel.display import CellPlace
 from mpkernel.errors import CellRefused
 from mpkernel.magics import MagicContext, arg, magic
+
+
+def _place(ctx: MagicContext, below: bool) -> CellPlace | None:
+    """Where the timed code stands in the cell: on the magic's own line (`%time CODE`) or
+    from the line below it (`%%time`); None outside a kernel (no cell to name)."""
+    magic = getattr(ctx.kernel, "magic_place", None)
+    if magic is None:
+        return None
+    return CellPlace(magic.count, magic.line + 1 if below else magic.line)
 
 
 @magic("time", arg("statement", nargs="*", help="code to run once, timed"), raw=True)
@@ -18,7 +28,7 @@ def time_line(ctx: MagicContext, args: argparse.Namespace) -> None:
     if not args.line.strip():
         raise CellRefused("%time needs a statement to time.",
                           "For example: %time sum(range(1000)), or %%time for a whole cell.")
-    ctx.write(run_timed(ctx, args.line.strip()) + "\n")
+    ctx.write(run_timed(ctx, args.line.strip(), _place(ctx, below=False)) + "\n")
 
 
 @magic("time", cell=True)
@@ -28,7 +38,7 @@ def time_cell(ctx: MagicContext, args: argparse.Namespace, body: str) -> None:
     the output's trip back. Output and Out[n] appear as for any cell."""
     from mpkernel.host.timing import run_timed
 
-    ctx.write(run_timed(ctx, body) + "\n")
+    ctx.write(run_timed(ctx, body, _place(ctx, below=True)) + "\n")
 
 
 @magic(
