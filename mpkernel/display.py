@@ -37,14 +37,31 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+# An ETA is shown only once both hold. The first updates say little about the rate: they
+# carry the transfer's fixed start-up cost (the board program starting, the first answer
+# awaited), or a first chunk that went into a buffer before the board took it, so a rate
+# extrapolated from them was several times off (6.3 s shown for a 0.9 s job). Half a second
+# spans several of the protocol's round trips, so one slow or fast step no longer decides
+# the rate; a tenth of the job done keeps a still-settling rate from being multiplied by a
+# large remainder. A job shorter than half a second ends before an ETA would help anyone.
+ETA_MIN_ELAPSED = 0.5
+ETA_MIN_FRACTION = 0.1
+
+
 def progress_text(label: str, done: int, total: int, elapsed: float) -> str:
-    """One line: label, bytes done/total, percent, rate and ETA."""
+    """One line: label, bytes done/total, percent, rate and ETA ("ETA --" while too little
+    of the job has been seen to estimate it)."""
     pct = 100.0 * done / total if total else 100.0
     rate = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else 0.0
+    if done >= total:
+        eta = " 0.0 s"  # nothing left, whatever the rate
+    elif elapsed >= ETA_MIN_ELAPSED and done >= ETA_MIN_FRACTION * total and rate > 0:
+        eta = f"{(total - done) / rate:4.1f} s"
+    else:
+        eta = "--"
     return (
         f"{label}: {human_bytes(done)} / {human_bytes(total)} ({pct:3.0f}%)"
-        f"  {human_bytes(rate)}/s  ETA {eta:4.1f} s"
+        f"  {human_bytes(rate)}/s  ETA {eta}"
     )
 
 

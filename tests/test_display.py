@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mpkernel import display
 from mpkernel.errors import BoardReset, DeviceError, MpkernelError
 
@@ -37,6 +39,61 @@ def test_progress_text_figures() -> None:
     text = display.progress_text("Up", 5120, 10240, 2.0)
     assert "5.0 KB / 10.0 KB" in text and "50%" in text and "2.5 KB/s" in text
     assert "ETA  2.0 s" in text
+
+
+def _job_of_0_9_s(update: Callable[[int], None], now: list[float]) -> None:
+    """10,000 bytes in 0.9 s: a slow start (80 bytes in the first 0.05 s, the rate that once
+    gave an ETA of 6.3 s), then a steady rate to the end."""
+    now[0] = 0.05
+    update(80)
+    for step in range(1, 19):
+        now[0] = 0.05 + step * 0.0472
+        update(80 + step * (10_000 - 80) // 18)
+
+
+def _eta(text: str) -> str:
+    return text.rsplit("ETA ", 1)[1].strip()
+
+
+def test_text_progress_shows_no_eta_until_it_means_something() -> None:
+    now = [0.0]
+    drawn: list[tuple[float, str]] = []  # each line drawn, with the time it was drawn
+    bar = display.TextProgress("Uploading", 10_000, lambda text: drawn.append((now[0], text)),
+                               hz=100, clock=lambda: now[0])
+    _job_of_0_9_s(bar.update, now)
+    early = [_eta(text) for at, text in drawn if at < display.ETA_MIN_ELAPSED]
+    late = [(at, _eta(text)) for at, text in drawn if at >= display.ETA_MIN_ELAPSED]
+    assert early and set(early) == {"--"}, drawn  # not 6.3 s for a job that takes 0.9 s
+    assert late and all(eta.endswith(" s") for _, eta in late), drawn
+    for at, eta in late:  # from then on, within 0.2 s of the time really left
+        assert abs(float(eta[:-2]) - (0.9 - at)) <= 0.2, (at, eta)
+    assert _eta(drawn[-1][1]) == "0.0 s"
+
+
+def test_progress_text_needs_half_a_second_and_a_tenth_of_the_job() -> None:
+    assert _eta(display.progress_text("Up", 500, 10_000, 2.0)) == "--"  # 5% after 2 s
+    assert _eta(display.progress_text("Up", 5_000, 10_000, 0.4)) == "--"  # 50% after 0.4 s
+    assert _eta(display.progress_text("Up", 1_000, 10_000, 0.5)) == "4.5 s"
+    assert _eta(display.progress_text("Up", 10_000, 10_000, 0.1)) == "0.0 s"  # all done
+    assert _eta(display.progress_text("Up", 0, 0, 0.0)) == "0.0 s"  # an empty file
+
+
+def test_widget_progress_shows_no_eta_until_it_means_something() -> None:
+    from mpkernel.widgets import WidgetProgress
+
+    now = [0.0]
+    bar = WidgetProgress("Uploading", 10_000, show=lambda obj: None, hz=100,
+                         clock=lambda: now[0])
+    assert _eta(bar.text.value) == "--"
+    seen: list[tuple[float, str]] = []
+
+    def update(done: int) -> None:
+        bar.update(done)
+        seen.append((now[0], _eta(bar.text.value)))
+
+    _job_of_0_9_s(update, now)
+    assert {eta for at, eta in seen if at < display.ETA_MIN_ELAPSED} == {"--"}, seen
+    assert all(eta != "--" for at, eta in seen if at >= display.ETA_MIN_ELAPSED), seen
 
 
 def test_device_error_keeps_board_traceback() -> None:
