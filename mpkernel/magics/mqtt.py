@@ -61,6 +61,9 @@ def _state(ctx: MagicContext) -> MqttState:
     arg("--user", help="user name for connect"),
     arg("--password-env", metavar="VAR", help="environment variable holding the password"),
     arg("--tls", action="store_true", help="connect with TLS (port 8883 by default)"),
+    arg("--cafile", metavar="PATH", help="connect: trust only this CA certificate (implies --tls)"),
+    arg("--insecure", action="store_true",
+        help="connect: TLS without checking the certificate (unsafe; implies --tls)"),
     arg("--retain", action="store_true", help="pub: the broker keeps the message for later"),
     arg("--qos", type=int, default=0, choices=(0, 1, 2), help="pub: quality of service"),
     arg("--for", dest="seconds", type=float, help="sub: listen this many seconds"),
@@ -73,10 +76,19 @@ def _state(ctx: MagicContext) -> MqttState:
 def mqtt(ctx: MagicContext, args: argparse.Namespace) -> None:
     """MQTT from the notebook, on this computer:
 
-    - `%mqtt connect HOST[:PORT] [--user U] [--password-env VAR] [--tls]`: connect the
-      notebook. The password comes from an environment variable, never from the cell (a
-      saved notebook would keep it): set it before starting Jupyter, or in a `%%host` cell
-      with `os.environ['VAR'] = getpass.getpass()`.
+    - `%mqtt connect HOST[:PORT] [--user U] [--password-env VAR] [--tls [--cafile PATH]]`:
+      connect the notebook. The password comes from an environment variable, never from the
+      cell (a saved notebook would keep it): set it before starting Jupyter, or in a `%%host`
+      cell with `os.environ['VAR'] = getpass.getpass()`.
+      `--tls` encrypts the connection (port 8883 unless given) and checks the broker's
+      certificate against the CAs this computer trusts. A broker with a certificate of its own
+      making (a classroom broker, a self-signed certificate) fails that check: get its CA
+      certificate file from whoever runs it and add `--cafile PATH` (implies --tls) to trust
+      that CA, and only it, for this connection.
+      `--insecure` (implies --tls) skips the check: the traffic is encrypted, but to whoever
+      answers, so anyone on the network between here and the broker can pose as it, read the
+      messages and take the password. For a first try on your own network only; `--cafile` is
+      the fix.
     - `%mqtt pub TOPIC MESSAGE [--retain] [--qos N]`: publish (quote a message with spaces).
     - `%mqtt sub TOPIC [--for SECONDS | --count N]`: show messages as they arrive, until
       the time or count is reached or the cell is interrupted.
@@ -130,14 +142,16 @@ def _until_interrupted() -> Iterator[threading.Event]:
 
 
 def _open(ctx: MagicContext, host: str, port: int, *, user: str | None = None,
-          password: str | None = None, tls: bool = False) -> Connection:
+          password: str | None = None, tls: bool = False, cafile: str | None = None,
+          insecure: bool = False) -> Connection:
     state = _state(ctx)
+    # Built first: a --cafile that cannot be read leaves the current connection as it is.
+    conn = Connection(host, port, client_id=f"mpkernel-{uuid.uuid4().hex[:8]}", user=user,
+                      password=password, tls=tls, cafile=cafile, insecure=insecure)
     if state.conn is not None:
         _stop_watches(ctx, state)
         state.conn.close()
         state.conn = None
-    conn = Connection(host, port, client_id=f"mpkernel-{uuid.uuid4().hex[:8]}", user=user,
-                      password=password, tls=tls)
     conn.start()
     with _until_interrupted() as stop:
         conn.wait_ready(should_stop=stop.is_set)
@@ -165,9 +179,20 @@ def _connect(ctx: MagicContext, args: argparse.Namespace) -> None:
                 f"%%host cell: import os, getpass; os.environ[{args.password_env!r}] = "
                 "getpass.getpass()",
             )
-    conn = _open(ctx, host, port, user=args.user, password=password, tls=args.tls)
+    conn = _open(ctx, host, port, user=args.user, password=password, tls=args.tls,
+                 cafile=args.cafile, insecure=args.insecure)
     who = f" as {args.user}" if args.user else ""
-    ctx.write(f"Connected to {conn.host}:{conn.port}{who}{' with TLS' if args.tls else ''}.\n")
+    how = ""
+    if args.insecure:
+        how = (" with TLS, WITHOUT checking the broker's certificate: anyone between here and "
+               "the broker could pose as it, read the messages"
+               + (" and the password" if password is not None else "")
+               + ". Use --cafile PATH with the broker's CA certificate instead")
+    elif args.cafile:
+        how = f" with TLS (certificate checked against {args.cafile})"
+    elif conn.tls:
+        how = " with TLS"
+    ctx.write(f"Connected to {conn.host}:{conn.port}{who}{how}.\n")
 
 
 def _pub(ctx: MagicContext, args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ every wait has a deadline. Errors become MqttError with the cause and the way ou
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 from mpkernel.errors import MpkernelError
 
 CONNECT_WAIT = 10.0  # s for TCP + CONNACK; a broker on the LAN answers in milliseconds
+TLS_HANDSHAKE_WAIT = 5.0  # paho's connect_timeout, which bounds the TLS handshake too
 QUEUE = 1000  # messages kept for a board that has not asked yet (oldest dropped)
 
 # MQTT 3.1.1 CONNACK return codes by the name paho 2 gives them (umqtt raises these numbers).
@@ -77,7 +79,20 @@ def check_topic(topic: str, *, wildcards: bool) -> None:
             )
 
 
-def describe_connect_error(err: BaseException, host: str, port: int) -> MqttError:
+# OpenSSL's verify codes for "this computer does not know who signed the certificate": the
+# case a private CA (a classroom broker's self-signed certificate) causes, and --cafile cures.
+_UNKNOWN_ISSUER = {2, 18, 19, 20, 21}
+_HOSTNAME_MISMATCH = 62
+TLS_WAY_OUT = ("If the broker uses a private CA (for example a classroom broker with a self-signed "
+               "certificate), give that CA's certificate file: %mqtt connect HOST:PORT --tls "
+               "--cafile ca.crt")
+NOT_TLS_WAY_OUT = ("Use the broker's TLS port (usually 8883), or leave out --tls for a plain port "
+                   "(usually 1883).")
+
+
+def describe_connect_error(err: BaseException, host: str, port: int, tls: bool = False
+                           ) -> MqttError:
+    """The user's words for a failed connect: the cause, and the way out."""
     where = f"{host}:{port}"
     if isinstance(err, ConnectionRefusedError):
         return MqttError(f"Nothing accepts connections on {where}: no MQTT broker runs there.",
@@ -85,13 +100,62 @@ def describe_connect_error(err: BaseException, host: str, port: int) -> MqttErro
     if isinstance(err, socket.gaierror):
         return MqttError(f"This computer cannot resolve the host name {host!r} ({err}).",
                          "Check the spelling, or use an IP address.")
-    if isinstance(err, ssl.SSLError):
-        return MqttError(f"The TLS handshake with {where} failed ({err}).",
-                         "Check that the port is the broker's TLS port (usually 8883).")
+    if isinstance(err, ssl.SSLCertVerificationError):
+        reason = err.verify_message or str(err)
+        if err.verify_code == _HOSTNAME_MISMATCH:
+            return MqttError(f"TLS certificate verification failed for {where}: the broker's "
+                             f"certificate is not made out to {host!r} ({reason}).",
+                             "Connect with the host name (or address) the certificate names.")
+        hint = (TLS_WAY_OUT if err.verify_code in _UNKNOWN_ISSUER else
+                "Check the broker's certificate (its dates) and this computer's clock.")
+        return MqttError(f"TLS certificate verification failed for {where}: {reason}. This "
+                         "computer does not trust the broker's certificate, so nothing was sent.",
+                         hint)
     if isinstance(err, (TimeoutError, socket.timeout)):
+        if tls and "handshake" in str(err):
+            return MqttError(f"{where} accepted the connection but did not complete a TLS "
+                             f"handshake within {TLS_HANDSHAKE_WAIT:.0f} s: it is probably not "
+                             "a TLS port.", NOT_TLS_WAY_OUT)
         return MqttError(f"{where} did not answer within {CONNECT_WAIT:.0f} s.",
                          "Check the address and that a firewall lets the port through.")
+    if tls and isinstance(err, (ssl.SSLError, ConnectionResetError, ConnectionAbortedError,
+                                BrokenPipeError)):
+        # A plain MQTT broker reads a TLS hello as a malformed packet and hangs up.
+        return MqttError(f"The TLS handshake with {where} failed ({err}): the port does not "
+                         "seem to speak TLS.", NOT_TLS_WAY_OUT)
     return MqttError(f"Could not connect to {where}: {err}.", "Check the host and port.")
+
+
+def tls_context(cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """The TLS settings of a connection: the system's CAs, or only `cafile`'s; `insecure`
+    checks nothing (encrypted, but to whoever answers)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if insecure:
+        if cafile is not None:
+            raise MqttError("--insecure and --cafile contradict each other: --cafile checks the "
+                            "broker's certificate, --insecure checks nothing.",
+                            "Use --cafile alone.")
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if cafile is not None:
+        path = os.path.expanduser(cafile)
+        # Only this CA: a classroom's certificate should not make every site's trusted,
+        # and a public CA should not vouch for a broker that says it is the classroom's.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_verify_locations(cafile=path)
+        except FileNotFoundError:
+            raise MqttError(f"There is no file {cafile} (--cafile) on this computer "
+                            f"(looked in {os.path.abspath(path)}).",
+                            "Give the path of the broker's CA certificate (a .crt or .pem "
+                            "file), relative to the notebook's folder or absolute.") from None
+        except (ssl.SSLError, OSError) as err:
+            raise MqttError(f"{cafile} (--cafile) is not a CA certificate this computer can "
+                            f"read ({err}).",
+                            "It should be a PEM file starting with -----BEGIN CERTIFICATE-----."
+                            ) from None
+    return context
 
 
 class Connection:
@@ -99,17 +163,23 @@ class Connection:
 
     def __init__(self, host: str, port: int, *, client_id: str = "", user: str | None = None,
                  password: str | None = None, keepalive: int = 60, tls: bool = False,
+                 cafile: str | None = None, insecure: bool = False,
                  will: tuple[str, bytes, bool, int] | None = None, clean: bool = True) -> None:
         import paho.mqtt.client as paho
 
+        tls = tls or cafile is not None or insecure
         self.host, self.port = host, port or (8883 if tls else 1883)
+        self.tls = tls
         self.client_id = client_id
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=clean, protocol=paho.MQTTv311)
+        self.client.connect_timeout = TLS_HANDSHAKE_WAIT
         if user is not None:
             self.client.username_pw_set(user, password)
         if tls:
-            self.client.tls_set()
+            self.client.tls_set_context(tls_context(cafile, insecure))
+            # paho checks the host name itself too unless told the context does it (or not).
+            self.client.tls_insecure_set(insecure)
         if will is not None:
             self.client.will_set(will[0], will[1], will[3], will[2])
         self.keepalive = keepalive or 60
@@ -138,6 +208,17 @@ class Connection:
         self.ready.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if not self.ready.is_set() and self.error is None:
+            # Hung up before its CONNACK: typically a TLS listener that got plain MQTT. Said
+            # now, instead of a timeout after paho's loop has retried for CONNECT_WAIT.
+            hint = ("If it is the broker's TLS port (often 8883), add --tls." if not self.tls
+                    else "Check the port and the broker's log.")
+            self.error = MqttError(f"The broker at {self.host}:{self.port} closed the "
+                                   "connection without answering the MQTT connect.", hint)
+            self.closing = True
+            client.disconnect()
+            self.ready.set()
+            return
         if not self.closing:
             self.lost = f"the broker at {self.host}:{self.port} closed the connection ({rc})"
 
@@ -159,7 +240,7 @@ class Connection:
             try:
                 self.client.connect(self.host, self.port, self.keepalive)
             except (OSError, ValueError) as err:
-                self.error = describe_connect_error(err, self.host, self.port)
+                self.error = describe_connect_error(err, self.host, self.port, self.tls)
                 self.ready.set()
                 return
             self.client.loop_start()
@@ -179,7 +260,7 @@ class Connection:
                 raise MqttError("Connecting was interrupted.")
             if time.monotonic() > deadline:
                 self.close()
-                raise describe_connect_error(TimeoutError(), self.host, self.port)
+                raise describe_connect_error(TimeoutError(), self.host, self.port, self.tls)
         if self.error is not None:
             self.close()
             raise self.error
