@@ -651,6 +651,43 @@ def qemu_serial_transport() -> str:
     return "tcp" if system() == "windows" else "pty"
 
 
+def qemu_flash_backend() -> str:
+    """How the modern emulated board's flash file reaches QEMU: 'file' (memory-backend-file
+    maps it, so every write lands in the file at once) or 'ram' (Windows: QEMU's
+    memory-backend-file is POSIX-only there, so the image is loaded into RAM at start and
+    saved back through the monitor at a hard reset and at stop)."""
+    return "ram" if system() == "windows" else "file"
+
+
+def microbit_firmware_places() -> tuple[Path, ...]:
+    """Where an OS package puts a micro:bit V1 MicroPython .hex (Debian's
+    firmware-microbit-micropython); Homebrew and the Windows installers ship none."""
+    if system() in ("linux", "posix"):
+        return (Path("/usr/share/firmware-microbit-micropython/firmware.hex"),)
+    return ()
+
+
+def microbit_firmware_hint(env_name: str, python: str | None = None) -> str:
+    """What to do when no micro:bit firmware is found, in this OS's own commands. `python` is
+    the kernel's interpreter (pip must install into the kernel's environment)."""
+    py = python or sys.executable
+    pip = f'"{py}" -m pip install uflash' if " " in py else f"{py} -m pip install uflash"
+    bundled = f"{pip} (it carries MicroPython for the micro:bit V1, which mpkernel then uses)"
+    if system() == "windows":
+        return (f"Install it with: {bundled}, then restart the kernel. Or set {env_name} to a "
+                "micro:bit V1 MicroPython .hex in the window that starts Jupyter: "
+                f"set {env_name}=C:\\path\\to\\firmware.hex (PowerShell: "
+                f"$env:{env_name}=\"C:\\path\\to\\firmware.hex\").")
+    if system() == "macos":
+        return (f"Install it with: {bundled}, then restart the kernel. Or set {env_name} to a "
+                "micro:bit V1 MicroPython .hex in the shell that starts Jupyter: "
+                f"export {env_name}=/path/to/firmware.hex")
+    return ("Install it with: sudo apt-get install firmware-microbit-micropython "
+            f"(Debian/Ubuntu) or {bundled}, then restart the kernel. Or set {env_name} to a "
+            "micro:bit V1 MicroPython .hex in the shell that starts Jupyter: "
+            f"export {env_name}=/path/to/firmware.hex")
+
+
 def qemu_install_hint(linux_hint: str) -> str:
     """How to get QEMU on this OS (`linux_hint` is the package manager's line for Linux)."""
     if system() == "windows":

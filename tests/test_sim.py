@@ -20,12 +20,16 @@ from mpkernel.errors import MpkernelError
 from mpkernel.sim.cache import find_firmware
 
 
-def test_missing_firmware_names_the_package_and_the_command(tmp_path: Path) -> None:
+def test_missing_firmware_names_the_package_and_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(platform_support, "PLATFORM", "linux")
     with pytest.raises(sim.SimulatorMissing) as info:
         sim.check_installed(firmware=tmp_path / "firmware.hex")
     text = info.value.user_text()
-    assert "firmware-microbit-micropython" in text
-    assert "apt-get install qemu-system-arm firmware-microbit-micropython" in text
+    assert f"missing the micro:bit firmware {tmp_path / 'firmware.hex'}" in text
+    assert "sudo apt-get install firmware-microbit-micropython" in text
+    assert "pip install uflash" in text and "MPKERNEL_MICROBIT_FIRMWARE" in text
 
 
 def test_missing_qemu_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
