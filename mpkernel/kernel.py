@@ -223,7 +223,8 @@ class MicroPythonKernel(IPythonKernel):
                 content, notes = display.error_parts(err)
                 if not silent:
                     self.send_response(self.iopub_socket, "error", content)
-                    # The kernel's own words, after the board's traceback and not in red.
+                    # What to do (a hint, an interrupt's note) follows the error as plain
+                    # output: the red error holds only what went wrong (display.error_parts).
                     self._write("".join(note + "\n" for note in notes))
                 reply.update(status="error", **content)
                 if not isinstance(err, MpkernelError):
