@@ -24,6 +24,7 @@ bridge.register()
 
 ACTIONS = ("connect", "pub", "sub", "watch", "stop", "broker", "bridge")
 WATCH_ROWS = 20
+PUB_ECHO_WAIT = 1.0  # s a %mqtt pub waits for a watch here to receive its message
 BRIDGE_FLAT = ("umqtt.py", "umqtt.py/simple.py")  # flat names the micro:bit's import resolves
 BRIDGE_TAG = "mpkernel MQTT bridge"
 
@@ -35,6 +36,7 @@ class Watch:
     listener: Callable[[Message], None]
     rows: list[str] = field(default_factory=list)
     count: int = 0
+    shown: bool = False  # its display_data went out; updates may follow
 
 
 @dataclass
@@ -196,20 +198,42 @@ def _connect(ctx: MagicContext, args: argparse.Namespace) -> None:
 
 
 def _pub(ctx: MagicContext, args: argparse.Namespace) -> None:
+    from paho.mqtt.client import topic_matches_sub
+
     words = _words(args, "TOPIC and MESSAGE", 2)
     conn = _need_conn(ctx)
     topic, message = words[0], " ".join(words[1:])
-    info = conn.publish(topic, message.encode(), args.qos, args.retain)
-    # Returning before it left this computer would race a board cell that waits for it.
+    payload = message.encode()
+    echoed = threading.Event()
+
+    def echo(m: Message) -> None:
+        # Called after the watches' listeners (added before it): their update is out.
+        if m.topic == topic and m.payload == payload:
+            echoed.set()
+
+    watched = any(topic_matches_sub(w.topic, topic) for w in _state(ctx).watches)
+    if watched:
+        conn.listeners.append(echo)
     try:
-        info.wait_for_publish(5.0)
-    except (RuntimeError, ValueError) as err:
-        raise MqttError(f"Publishing to {topic} failed: {err}.", "Connect again.") from None
-    if not info.is_published():
-        raise MqttError(f"The message to {topic} was not sent within 5 s.",
-                        "Check the connection (%mqtt connect again).")
+        info = conn.publish(topic, payload, args.qos, args.retain)
+        # Returning before it left this computer would race a board cell that waits for it.
+        try:
+            info.wait_for_publish(5.0)
+        except (RuntimeError, ValueError) as err:
+            raise MqttError(f"Publishing to {topic} failed: {err}.", "Connect again.") from None
+        if not info.is_published():
+            raise MqttError(f"The message to {topic} was not sent within 5 s.",
+                            "Check the connection (%mqtt connect again).")
+        if watched:
+            # A watch here gets the message back from the broker within moments: waiting
+            # for that (briefly) keeps its update inside this cell, where a headless run
+            # records it (see _update_parent) and a reader sees it next to this output.
+            echoed.wait(PUB_ECHO_WAIT)
+    finally:
+        if watched:
+            conn.listeners.remove(echo)
     retained = ", retained" if args.retain else ""
-    ctx.write(f"Published {len(message.encode())} bytes to {topic} (QoS {args.qos}{retained}).\n")
+    ctx.write(f"Published {len(payload)} bytes to {topic} (QoS {args.qos}{retained}).\n")
 
 
 def _payload_text(payload: bytes) -> str:
@@ -259,7 +283,9 @@ def _sub(ctx: MagicContext, args: argparse.Namespace) -> None:
                 ctx.write(f"{m.topic}: {_payload_text(m.payload)}\n")
     finally:
         conn.listeners.remove(listener)
-        if not conn.lost:
+        # A watch on the very same filter shares its subscription (one per filter per client).
+        watched = any(w.topic == topic for w in _state(ctx).watches)
+        if not conn.lost and not watched:
             conn.client.unsubscribe(topic)
     ctx.write(f"Stopped ({why}): {got} message{'s' if got != 1 else ''} on {topic} in "
               f"{time.monotonic() - started:.1f} s.\n")
@@ -272,18 +298,18 @@ def _watch(ctx: MagicContext, args: argparse.Namespace) -> None:
     conn = _need_conn(ctx)
     kernel = ctx.kernel
     display_id = f"mqtt-watch-{uuid.uuid4().hex[:8]}"
-    # paho calls back in its own thread, where ipykernel knows no current cell: updates carry
-    # this cell's request as their parent, the one the frontend showed the display under.
-    parent = kernel.get_parent() if kernel is not None else None
+    # The display goes out under this cell's request: the one the frontend shows it under.
+    own = kernel.get_parent("shell") if kernel is not None else None
     lock = threading.Lock()
 
-    def send(kind: str, watch: Watch, status: str) -> None:
-        text = f"{status}\n" + "\n".join(watch.rows)
+    def send(kind: str) -> None:
+        text = _watch_status(watch, "watching") + "\n" + "\n".join(watch.rows)
         if kernel is None:
             ctx.write(text + "\n")
             return
         content = {"data": {"text/plain": text}, "metadata": {},
                    "transient": {"display_id": display_id}}
+        parent = own if kind == "display_data" else _update_parent(kernel, own)
         kernel.session.send(kernel.iopub_socket, kind, content, parent=parent,
                             ident=kernel._topic(kind))
 
@@ -293,15 +319,41 @@ def _watch(ctx: MagicContext, args: argparse.Namespace) -> None:
         with lock:
             watch.count += 1
             stamp = time.strftime("%H:%M:%S", time.localtime(m.arrived))
-            watch.rows = ([f"{stamp} {m.topic}: {_payload_text(m.payload)}"]
+            retained = " (retained)" if m.retain else ""
+            watch.rows = ([f"{stamp} {m.topic}: {_payload_text(m.payload)}{retained}"]
                           + watch.rows)[:WATCH_ROWS]
-            send("update_display_data", watch, _watch_status(watch, "watching"))
+            if watch.shown:
+                send("update_display_data")
 
     watch = Watch(topic, display_id, listener)
-    conn.wait_suback(conn.subscribe(topic), topic)
-    send("display_data", watch, _watch_status(watch, "watching"))
+    # Listening before subscribing: the retained messages the broker sends right after its
+    # SUBACK are in the first display instead of lost.
     conn.listeners.append(listener)
+    try:
+        conn.wait_suback(conn.subscribe(topic), topic)
+    except MpkernelError:
+        conn.listeners.remove(listener)
+        raise
+    with lock:
+        send("display_data")
+        watch.shown = True
     _state(ctx).watches.append(watch)
+
+
+def _update_parent(kernel: Any, own: Any) -> Any:
+    """The request an update of a watch goes out under (it is sent from paho's thread).
+
+    Frontends that render live (JupyterLab, Notebook, VS Code) route an update by its
+    display_id, whatever its parent. A headless run (nbconvert, `mpkernel run`: nbclient)
+    reads only the messages of the cell it is running and drops the rest, yet applies an
+    update_display_data to the earlier display with that id: sent under the running cell,
+    the messages that arrive while later cells run reach the saved notebook too.
+    """
+    current = kernel.get_parent("shell")  # from another thread: the latest request
+    if isinstance(current, dict) and current.get("header", {}).get("msg_type") == (
+            "execute_request"):
+        return current
+    return own
 
 
 def _watch_status(watch: Watch, what: str) -> str:
