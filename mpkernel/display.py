@@ -262,21 +262,15 @@ def user_error_content(err: Exception) -> dict[str, object]:
 def error_parts(err: Exception) -> tuple[dict[str, object], list[str]]:
     """(the error message's content, the kernel's own notes to show after it, not in red).
 
-    The error (red, a traceback) says what went wrong; what to do about it is a note, one
-    stdout line after it, for board and kernel errors alike. A board's traceback ends at its
-    exception line; lines the kernel added after it (such as "Interrupted: the program
-    stopped; the board's variables are kept.") are notes. The kernel's own errors
-    (MpkernelError) hold what happened and what the board printed; their hint is the note.
+    A board's traceback ends at its exception line; lines the kernel added after it (such as
+    "Interrupted: the program stopped; the board's variables are kept.") are notes.
     """
-    from mpkernel.errors import DeviceError, MpkernelError
+    from mpkernel.errors import DeviceError
 
     if isinstance(err, DeviceError):
         lines, notes = split_notes(err.ename, err.evalue, err.traceback)
         return error_content(err.ename, err.evalue, lines), notes
-    if isinstance(err, MpkernelError):
-        notes = err.hint.replace("\r\n", "\n").split("\n") if err.hint else []
-        return error_content(type(err).__name__, str(err), error_lines(err)), notes
-    return error_content(type(err).__name__, str(err), [f"{type(err).__name__}: {err}"]), []
+    return _other_error_content(err), []
 
 
 def split_notes(ename: str, evalue: str, lines: list[str]) -> tuple[list[str], list[str]]:
@@ -345,17 +339,21 @@ def cell_traceback(lines: list[str], code: str, count: int, shift: int = 0) -> l
     return shown
 
 
-def error_lines(err: MpkernelError) -> list[str]:
-    """The error part of an MpkernelError: what happened, and the boot output indented."""
+def _other_error_content(err: Exception) -> dict[str, object]:
+    from mpkernel.errors import MpkernelError
+
+    if isinstance(err, MpkernelError):
+        return error_content(type(err).__name__, str(err), report_lines(err))
+    return error_content(type(err).__name__, str(err), [f"{type(err).__name__}: {err}"])
+
+
+def report_lines(err: MpkernelError) -> list[str]:
+    """An MpkernelError as lines: what happened, the boot output indented, the way out."""
     lines = [str(err)]
     boot = getattr(err, "boot_output", "")
     if boot:
         lines.append("What the board printed as it booted:")
         lines.extend("    " + line for line in boot.replace("\r\n", "\n").split("\n"))
+    if err.hint:
+        lines.append(err.hint)
     return lines
-
-
-def report_lines(err: MpkernelError) -> list[str]:
-    """An MpkernelError as lines where there is one place to show it (a status note, a host
-    cell's exception): what happened, the boot output indented, the way out."""
-    return error_lines(err) + ([err.hint] if err.hint else [])

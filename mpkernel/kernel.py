@@ -223,8 +223,7 @@ class MicroPythonKernel(IPythonKernel):
                 content, notes = display.error_parts(err)
                 if not silent:
                     self.send_response(self.iopub_socket, "error", content)
-                    # What to do (a hint, an interrupt's note) follows the error as plain
-                    # output: the red error holds only what went wrong (display.error_parts).
+                    # The kernel's own words, after the board's traceback and not in red.
                     self._write("".join(note + "\n" for note in notes))
                 reply.update(status="error", **content)
                 if not isinstance(err, MpkernelError):
