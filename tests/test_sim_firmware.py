@@ -208,8 +208,11 @@ def test_uflash_runtime_boots_on_qemus_microbit_and_is_named(
     said, answers = _connect_with(monkeypatch, ())
     assert "(the emulated micro:bit): micro:bit v1.0.1" in said
     assert "MicroPython v1.9.2" in said
-    assert "Firmware: uflash 2.0.0's micro:bit V1 runtime 1.0.1 (" in said
-    assert str(tmp_path / "mpkernel" / "microbit" / "uflash-2.0.0-v1.hex") in said
+    import uflash  # type: ignore[import-untyped]
+
+    version = ".".join(map(str, uflash._VERSION))
+    assert f"Firmware: uflash {version}'s micro:bit V1 runtime " in said
+    assert str(tmp_path / "mpkernel" / "microbit" / f"uflash-{version}-v1.hex") in said
     assert answers == "42 kept / kept"
 
 

@@ -64,6 +64,41 @@ def find_qemu(hint: str) -> str:
     return qemu
 
 
+def send_monitor(address: str, command: str, timeout: float = 3.0) -> str:
+    """Send one command to a QEMU monitor at `address` (`unix:PATH` or `tcp:HOST:PORT`) and
+    return its answer text. OSError when nothing answers there."""
+    kind, _, where = address.partition(":")
+    if kind == "tcp":
+        host, _, port = where.rpartition(":")
+        sock = socket.create_connection((host, int(port)), timeout)
+    elif kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(where)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        raise ValueError(f"not a monitor address: {address!r} (unix:PATH or tcp:HOST:PORT)")
+    with sock:
+        sock.settimeout(timeout)
+        banner = b""
+        while not banner.endswith(b"(qemu) "):
+            part = sock.recv(4096)
+            if not part:
+                raise ConnectionResetError("QEMU's monitor closed the connection")
+            banner += part
+        sock.sendall(command.encode() + b"\n")
+        answer = b""
+        while not answer.rstrip().endswith(b"(qemu)"):
+            part = sock.recv(4096)
+            if not part:
+                break
+            answer += part
+    return answer.decode(errors="replace")
+
+
 class QemuBoard:
     """A QEMU-emulated board. Use as a context manager or call start()/stop()."""
 
@@ -228,30 +263,17 @@ class QemuBoard:
             time.sleep(0.02)
         raise MpkernelError("QEMU's monitor socket did not appear")
 
+    @property
+    def monitor_address(self) -> str:
+        """The monitor as `send_monitor` and `mpkernel sim --reset` take it:
+        `unix:PATH` or `tcp:127.0.0.1:PORT`."""
+        if self.monitor_port:
+            return f"tcp:{_LOOPBACK}:{self.monitor_port}"
+        return f"unix:{self.monitor_path}"
+
     def monitor(self, command: str, timeout: float = 3.0) -> str:
         """Send one QEMU monitor command and return its answer text."""
-        if self.monitor_port:
-            sock = socket.create_connection((_LOOPBACK, self.monitor_port), timeout)
-        else:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with sock:
-            sock.settimeout(timeout)
-            if not self.monitor_port:
-                sock.connect(self.monitor_path)
-            banner = b""
-            while not banner.endswith(b"(qemu) "):
-                part = sock.recv(4096)
-                if not part:
-                    raise ConnectionResetError("QEMU's monitor closed the connection")
-                banner += part
-            sock.sendall(command.encode() + b"\n")
-            answer = b""
-            while not answer.rstrip().endswith(b"(qemu)"):
-                part = sock.recv(4096)
-                if not part:
-                    break
-                answer += part
-        return answer.decode(errors="replace")
+        return send_monitor(self.monitor_address, command, timeout)
 
     def hard_reset(self) -> None:
         """Like pressing the reset button: the board reboots, files survive."""
@@ -275,6 +297,8 @@ class QemuBoard:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> None:
+        if self.running:
+            self._before_stop()
         self._end_process()
         shutil.rmtree(self._dir, ignore_errors=True)
         self._stopped()
@@ -296,6 +320,9 @@ class QemuBoard:
             reader.join(2)  # QEMU ended: its output pipe is at its end
         if proc is not None and proc.stdout is not None:
             proc.stdout.close()
+
+    def _before_stop(self) -> None:
+        """While QEMU still runs, before a deliberate stop: a subclass saves what it must."""
 
     def _stopped(self) -> None:
         """After QEMU ended: a subclass releases what it holds."""
