@@ -337,7 +337,7 @@ def _magic_lines(code: str) -> list[int]:
     """The cell lines (from 1) of a cell's magics as cells.parse_cell finds them: the cell
     magic's line first, or the leading line magics' lines in order (blank and comment lines
     between them skipped)."""
-    numbers = []
+    numbers: list[int] = []
     for number, line in enumerate(code.replace("\r\n", "\n").split("\n"), start=1):
         text = line.strip()
         if text.startswith("%"):
