@@ -67,6 +67,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         from mpkernel.sim.build import main as build_main
 
         return build_main(["--force"] if args.force else [])
+    if args.reset:
+        return cmd_sim_reset(args.reset)
     if args.list:
         for key, cls in BOARDS.items():
             default = "  (default)" if key == DEFAULT_BOARD else ""
@@ -79,9 +81,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return 1
     try:
         print(f"{sim.label[0].upper()}{sim.label[1:]} is on {sim.pty_path}", flush=True)
+        firmware = getattr(sim, "firmware_source", "")
         print(
             f"Use it with: %connect {sim.pty_path}   or   MPKERNEL_PORT={sim.pty_path}\n"
-            f"Hard reset: echo system_reset | socat - UNIX-CONNECT:{sim.monitor_path}\n"
+            + (f"Firmware: {firmware}\n" if firmware else "")
+            + f"Hard reset: {reset_hint(sim.monitor_address)}\n"
             "Ctrl-C stops it.",
             flush=True,
         )
@@ -92,6 +96,33 @@ def cmd_sim(args: argparse.Namespace) -> int:
             print("\nStopped the emulated board.")
     finally:
         sim.stop()
+    return 0
+
+
+def reset_hint(monitor_address: str) -> str:
+    """How to hard-reset the board from another terminal, for its kind of monitor: the
+    command below works on every OS; socat only reaches a unix socket (Linux, macOS)."""
+    hint = f"mpkernel sim --reset {monitor_address}"
+    if monitor_address.startswith("unix:"):
+        path = monitor_address.removeprefix("unix:")
+        hint += f"   or   echo system_reset | socat - UNIX-CONNECT:{path}"
+    return hint
+
+
+def cmd_sim_reset(monitor_address: str) -> int:
+    """Press the reset button of an emulated board that `mpkernel sim` started."""
+    from mpkernel.sim._qemu import send_monitor
+
+    try:
+        send_monitor(monitor_address, "system_reset")
+    except ValueError as err:
+        print(f"mpkernel sim: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"mpkernel sim: no emulated board answers at {monitor_address} ({err}). Is the "
+              "`mpkernel sim` that printed it still running?", file=sys.stderr)
+        return 1
+    print(f"Reset the emulated board at {monitor_address}.")
     return 0
 
 
@@ -166,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--build", action="store_true",
                      help="build the modern board's firmware (once; cached)")
     sim.add_argument("--force", action="store_true", help="with --build: build again")
+    sim.add_argument("--reset", metavar="MONITOR",
+                     help="hard-reset a running emulated board through the QEMU monitor that "
+                     "`mpkernel sim` printed (unix:PATH or tcp:127.0.0.1:PORT)")
     sub.add_parser("ports", help="list serial ports and what they probably are")
     doctor = sub.add_parser("doctor", help="explain why a board does not answer")
     doctor.add_argument("port", nargs="?", help="the port (default: the one board found)")
