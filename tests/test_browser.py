@@ -44,6 +44,17 @@ CELLS = [
     "import mic",
     "%connect",
 ]
+# MQTT (issue 10), run after the switch to the modern board: a watch that a later cell's
+# %mqtt pub, and a client outside the notebook while a board cell runs, update in place.
+MQTT_CELLS = [
+    "%mqtt connect 127.0.0.1:{port} --user {user} --password-env MPK_TEST_MQTT_PW",
+    "%mqtt watch lesson/#",
+    "%mqtt pub lesson/hello 'from a later cell'",
+    "import time\nfor i in range(10):\n    print('waiting', i)\n    time.sleep(0.5)",
+    "%mqtt stop",
+]
+WATCH = len(CELLS) + 1  # the watch cell's index
+ALL = len(CELLS) + len(MQTT_CELLS)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -68,10 +79,25 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def mqtt_broker() -> Iterator[Any]:
+    """mosquitto on loopback, started here: the test publishes to it from outside the
+    notebook, with the generated user (the kernel gets the password in its environment)."""
+    from mpkernel.mqtt import broker as brokers
+
+    b = brokers.start_broker(port=0, bind="127.0.0.1")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, mqtt_broker: Any
+        ) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("lab")
+    mqtt = [c.format(port=mqtt_broker.port, user=mqtt_broker.user) for c in MQTT_CELLS]
     nb = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(c) for c in CELLS],
+        cells=[nbformat.v4.new_code_cell(c) for c in CELLS + mqtt],
         metadata={"kernelspec": {"name": "mpkernel", "display_name": "MicroPython",
                                  "language": "python"}})
     nbformat.write(nb, root / "lesson.ipynb")
@@ -81,6 +107,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     port, token = free_port(), secrets.token_hex(16)
     # The modern board gets a flash file of its own: a user's board keeps its files.
     env = dict(os.environ, MPKERNEL_PORT="sim", MPKERNEL_QEMU_FLASH=str(root / "flash.bin"),
+               MPK_TEST_MQTT_PW=mqtt_broker.password,
                JUPYTER_CONFIG_DIR=str(root / ".cfg"),
                JUPYTER_RUNTIME_DIR=str(root / ".rt"))
     log = open(root / "lab.log", "w")  # noqa: SIM115 - closed after the server stops
@@ -173,20 +200,20 @@ class Page:
 
 
 def test_a_person_using_the_kernel_in_jupyterlab(
-    lab: dict[str, Any], browser: webdriver.Chrome, shots: Path
+    lab: dict[str, Any], browser: webdriver.Chrome, shots: Path, mqtt_broker: Any
 ) -> None:
     page = Page(browser, shots)
     try:
-        steps(page, lab)
+        steps(page, lab, mqtt_broker)
     except BaseException:
         page.shot("failed")  # what the page showed when the test gave up
         raise
 
 
-def steps(page: Page, lab: dict[str, Any]) -> None:
+def steps(page: Page, lab: dict[str, Any], mqtt_broker: Any) -> None:
     browser = page.d
     browser.get(f"{lab['url']}/lab/tree/lesson.ipynb?token={lab['token']}")
-    wait_for("the notebook's cells", lambda: len(page.cells()) == len(CELLS), 90)
+    wait_for("the notebook's cells", lambda: len(page.cells()) == ALL, 90)
     page.wait_idle(90)
     page.shot("01-opened")
 
@@ -273,6 +300,8 @@ def steps(page: Page, lab: dict[str, Any]) -> None:
     assert "(the emulated MicroPython 1.25 board): " in switched
     assert not page.cell(6).find_elements(By.CSS_SELECTOR, ".widget-dropdown")
     page.shot("09-switched")
+    page.wait_idle()
+    mqtt_steps(page, mqtt_broker)
 
     # Saved and reopened: every output is readable, no widget left without its model.
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, "s")
@@ -286,12 +315,68 @@ def steps(page: Page, lab: dict[str, Any]) -> None:
     assert all("application/vnd.jupyter.widget-view+json" not in o.get("data", {})
                for o in put)
     assert any("Wrote big.txt" in o.get("data", {}).get("text/plain", "") for o in put)
+    # The watch is saved as it was last updated: both messages, one output.
+    watch = saved.cells[WATCH].outputs
+    assert len(watch) == 1, watch
+    assert watch[0].data["text/plain"].startswith("MQTT lesson/# (watching; 2 messages")
     browser.refresh()
     # (Shift+Enter on the last cell added an empty one below it, as it does for everyone.)
-    wait_for("the reopened notebook", lambda: len(page.cells()) == len(CELLS) + 1, 60)
+    wait_for("the reopened notebook", lambda: len(page.cells()) == ALL + 1, 60)
     page.wait_idle(60)
     page.shot("10-reopened")
     assert "Error displaying widget" not in browser.find_element(By.TAG_NAME, "body").text
     assert "Wrote big.txt" in page.output_text(4)
     assert "Already connected to /dev/pts/" in page.output_text(2)
     assert "(the emulated MicroPython 1.25 board): " in page.output_text(6)
+
+
+def mqtt_steps(page: Page, broker: Any) -> None:
+    """%mqtt watch shows, in place, a message from a later cell and one that arrives while a
+    board cell runs."""
+    from mpkernel.mqtt.client import Connection
+
+    first = len(CELLS)
+    page.run(first)
+    wait_for("the MQTT connection", lambda: "Connected to 127.0.0.1:" in page.output_text(first))
+    page.wait_idle()
+    page.run(WATCH)
+    wait_for("the empty watch", lambda: "(watching; 0 messages" in page.output_text(WATCH))
+    page.wait_idle()
+    page.run(WATCH + 1)
+    wait_for("the later cell's message in the watch",
+             lambda: "(watching; 1 messages" in page.output_text(WATCH)
+             and "lesson/hello: from a later cell" in page.output_text(WATCH))
+    assert "Published 17 bytes to lesson/hello" in page.output_text(WATCH + 1)
+    page.wait_idle()
+    page.shot("09a-watch-after-pub")
+
+    # A client outside the notebook publishes while the board cell runs: the watch, two
+    # cells up, changes while that cell's prompt still shows [*].
+    board = WATCH + 2
+    page.run(board)
+    wait_for("the board cell to be running",
+             lambda: "waiting 1" in page.output_text(board) and "*" in page.prompt(board), 30)
+    outside = Connection("127.0.0.1", broker.port, user=broker.user, password=broker.password)
+    outside.start()
+    outside.wait_ready()
+    try:
+        outside.publish("lesson/outside", b"while the board runs").wait_for_publish(5)
+        seen = wait_for("the outside message in the watch while the board cell runs",
+                        lambda: "lesson/outside: while the board runs" in page.output_text(WATCH)
+                        and page.prompt(board), 10)
+    finally:
+        outside.close()
+    assert "*" in seen, seen
+    assert "waiting 9" not in page.output_text(board)
+    text = page.output_text(WATCH)
+    assert "(watching; 2 messages" in text
+    # Updated in place: still one output, newest message first.
+    assert len(page.cell(WATCH).find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")) == 1
+    assert text.index("lesson/outside") < text.index("lesson/hello")
+    page.shot("09b-watch-while-board-runs")
+    wait_for("the board loop to finish", lambda: "waiting 9" in page.output_text(board))
+    page.wait_idle()
+    page.run(board + 1)
+    wait_for("%mqtt stop", lambda: "Stopped 1 watch, the connection to 127.0.0.1:"
+             in page.output_text(board + 1))
+    page.wait_idle()
