@@ -447,11 +447,12 @@ def _gone(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def _start_tied_sleeper(release: bool) -> tuple[subprocess.Popen[str], int]:
+def _start_tied_sleeper(release: bool, platform: str = "darwin") -> tuple[subprocess.Popen[str],
+                                                                         int]:
     code = (
         "import subprocess, sys, time\n"
         "from mpkernel import platform_support as p\n"
-        "p.PLATFORM = 'darwin'\n"
+        f"p.PLATFORM = {platform!r}\n"
         "child = subprocess.Popen(['sleep', '60'], **p.child_popen_options())\n"
         "tie = p.tie_to_this_process(child)\n"
         f"if {release}: tie.release()\n"
@@ -492,6 +493,124 @@ def test_linux_qemu_keeps_the_parent_death_signal(on) -> None:
     options = platform_support.child_popen_options()
     assert options["start_new_session"] is True
     assert options["preexec_fn"] is platform_support._die_with_parent
+
+
+def test_linux_parent_death_signal_ends_the_child_when_the_kernel_is_killed(on) -> None:
+    # The real prctl(PR_SET_PDEATHSIG): no watchdog, no job; the kernel's SIGKILL ends it.
+    kernel, child = _start_tied_sleeper(release=False, platform="linux")
+    os.kill(kernel.pid, signal.SIGKILL)
+    kernel.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _gone(child):
+        time.sleep(0.1)
+    if not _gone(child):
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the child outlived the process that started it")
+
+
+def test_linux_and_macos_children_leave_the_kernels_process_group(on) -> None:
+    # Jupyter's interrupt signals the kernel's process group: QEMU must not be in it.
+    for name in ("linux", "darwin"):
+        on(name)
+        child = subprocess.Popen(["sleep", "30"], **platform_support.child_popen_options())
+        try:
+            assert os.getpgid(child.pid) == child.pid != os.getpgid(0)
+        finally:
+            child.kill()
+            child.wait()
+
+
+class FailingJobKernel32(FakeJobKernel32):
+    def __init__(self, create: int = 77, assign: int = 1) -> None:
+        super().__init__()
+        self.create, self.assign = create, assign
+
+    def CreateJobObjectW(self, attributes, name) -> int:  # noqa: N802
+        super().CreateJobObjectW(attributes, name)
+        return self.create
+
+    def AssignProcessToJobObject(self, job, process) -> int:  # noqa: N802
+        super().AssignProcessToJobObject(job, process)
+        return self.assign
+
+
+def test_windows_without_a_job_the_child_still_starts_and_stops(on) -> None:
+    on("win32")
+    proc = SimpleNamespace(_handle=1234, pid=9)
+    no_job = FailingJobKernel32(create=0)
+    tie = platform_support.tie_to_this_process(proc, no_job)
+    assert no_job.calls == [("create",)]
+    tie.release()  # nothing to close
+    assert no_job.calls == [("create",)]
+    refused = FailingJobKernel32(assign=0)  # e.g. the kernel itself runs in a job that forbids it
+    tie = platform_support.tie_to_this_process(proc, refused)
+    assert refused.calls[-2:] == [("assign", 77, 1234), ("close", 77)]  # the job is not leaked
+    tie.release()
+    assert refused.calls.count(("close", 77)) == 1
+
+
+@pytest.mark.device
+def test_windows_emulated_board_is_put_in_the_job_and_released_at_stop(on, monkeypatch) -> None:
+    # The whole Windows start (TCP UART and monitor) under Debian's QEMU, with kernel32 faked:
+    # the QEMU process goes into the kill-on-close job, and a deliberate stop closes the job
+    # (which on Windows ends QEMU) before terminating it.
+    from mpkernel.sim import Simulator
+
+    on("win32")
+    monkeypatch.setattr(platform_support, "child_popen_options", lambda: {
+        "start_new_session": True, "preexec_fn": platform_support._die_with_parent})
+    k32 = FakeJobKernel32()
+    monkeypatch.setattr(platform_support, "_kernel32", lambda: k32)
+    closed_while_running = []
+    real_close = k32.CloseHandle
+
+    def close(handle) -> int:
+        closed_while_running.append(emulator._proc is None or emulator._proc.poll() is None)
+        return real_close(handle)
+
+    k32.CloseHandle = close  # type: ignore[method-assign]
+    with Simulator() as emulator:
+        assert emulator.address.startswith("socket://127.0.0.1:")
+        popen = emulator._proc
+        assert [call[0] for call in k32.calls] == ["create", "limits", "assign"]
+        assert k32.calls[2] == ("assign", 77, getattr(popen, "_handle", None))
+    assert k32.calls[-1] == ("close", 77) and closed_while_running == [True]
+
+
+@pytest.mark.device
+def test_macos_emulated_board_ends_when_its_kernel_is_killed() -> None:
+    # The macOS chain with the real QEMU: a session of its own, no parent-death signal, and
+    # the watchdog as the only thing that ends it.
+    code = (
+        "import time\n"
+        "from mpkernel import platform_support as p\n"
+        "p.PLATFORM = 'darwin'\n"
+        "from mpkernel.sim import Simulator\n"
+        "s = Simulator().start()\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    kernel = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert kernel.stdout is not None
+    qemu = int(kernel.stdout.readline())
+    assert "preexec_fn" not in _options_on("darwin")
+    os.kill(kernel.pid, signal.SIGKILL)
+    kernel.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _gone(qemu):
+        time.sleep(0.1)
+    if not _gone(qemu):
+        os.kill(qemu, signal.SIGKILL)
+        raise AssertionError("QEMU outlived the kernel that started it (macOS path)")
+
+
+def _options_on(name: str) -> dict:
+    before = platform_support.PLATFORM
+    platform_support.PLATFORM = name
+    try:
+        return platform_support.child_popen_options()
+    finally:
+        platform_support.PLATFORM = before
 
 
 def test_qemu_is_found_where_installers_put_it_and_missing_is_explained(on) -> None:
