@@ -19,7 +19,7 @@ from mpkernel import platform_support, sim
 from mpkernel.board import Board
 from mpkernel.errors import ResetUnsupported
 from mpkernel.link import Link
-from mpkernel.sim import _qemu, modern
+from mpkernel.sim import _qemu, microbit, modern
 from mpkernel.sim.cache import find_firmware
 
 _LINUX_POPEN = {"start_new_session": True, "preexec_fn": platform_support._die_with_parent}
@@ -35,9 +35,19 @@ def windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MPKERNEL_QEMU_FLASH", str(tmp_path / "flash.bin"))
 
 
+def _no_microbit_firmware() -> bool:
+    """Whether no micro:bit firmware is found (Debian's, uflash's or the named one)."""
+    try:
+        microbit.find_firmware()
+    except sim.SimulatorMissing:
+        return True
+    return False
+
+
+NO_MICROBIT = _no_microbit_firmware()
+
 BOARDS = [
-    pytest.param("microbit", marks=pytest.mark.skipif(
-        not sim.FIRMWARE_HEX.exists(), reason="no micro:bit firmware")),
+    pytest.param("microbit", marks=pytest.mark.skipif(NO_MICROBIT, reason="no micro:bit firmware")),
     pytest.param("qemu", marks=pytest.mark.skipif(
         find_firmware() is None, reason="the modern board is not built")),
 ]
@@ -120,7 +130,7 @@ def test_tcp_board_reboots_on_a_monitor_reset(windows: None, name: str) -> None:
         assert "Address already in use" not in emulator._output.decode(errors="replace")
 
 
-@pytest.mark.skipif(not sim.FIRMWARE_HEX.exists(), reason="no micro:bit firmware")
+@pytest.mark.skipif(NO_MICROBIT, reason="no micro:bit firmware")
 def test_a_port_taken_before_qemu_binds_it_is_retried(
     windows: None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -159,7 +169,7 @@ def _answer(address: str, code: bytes, expected: bytes) -> bool:
         return expected in seen
 
 
-@pytest.mark.skipif(not sim.FIRMWARE_HEX.exists(), reason="no micro:bit firmware")
+@pytest.mark.skipif(NO_MICROBIT, reason="no micro:bit firmware")
 def test_a_qemu_that_fails_says_why(windows: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sim.Simulator, "_command",
                         lambda self, qemu: [qemu, "-M", "no-such-machine"])
@@ -167,7 +177,7 @@ def test_a_qemu_that_fails_says_why(windows: None, monkeypatch: pytest.MonkeyPat
         sim.Simulator().start()
 
 
-@pytest.mark.skipif(not sim.FIRMWARE_HEX.exists(), reason="no micro:bit firmware")
+@pytest.mark.skipif(NO_MICROBIT, reason="no micro:bit firmware")
 def test_linux_keeps_the_pty_and_the_unix_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(platform_support, "PLATFORM", "linux")
     with sim.Simulator() as emulator:

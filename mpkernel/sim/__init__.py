@@ -1,12 +1,15 @@
 """Emulated boards under QEMU, behind one interface (start(), pty_path, monitor(),
 hard_reset(), stop(), running, wait(), context manager):
 
-- "microbit" (the default): Debian's BBC micro:bit firmware, MicroPython 1.9.2. Nothing to
-  build: `apt-get install qemu-system-arm firmware-microbit-micropython`.
+- "microbit" (the default): MicroPython 1.9.2 for the BBC micro:bit V1. Nothing to build:
+  the firmware is $MPKERNEL_MICROBIT_FIRMWARE, Debian's firmware-microbit-micropython, or
+  the runtime inside the `uflash` package (Windows, macOS), in that order (microbit.py).
 - "qemu": MicroPython 1.25's qemu port with mpkernel's board folder (modern.py), built once
   with `mpkernel sim --build`.
 
-`simulator_for(name)` makes one (not started); `start_simulator(name)` starts it.
+`simulator_for(name)` makes one (not started); `start_simulator(name)` starts it. On Windows
+the UART and monitor are loopback TCP ports and the modern board's flash is loaded and saved
+through QEMU instead of mapped (platform_support decides both).
 """
 
 from __future__ import annotations
