@@ -7,23 +7,25 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from host_kernel import Notebook, notebook
+from host_kernel import PORTS, Notebook, board_name_fixture, notebook  # noqa: F401
 
+from mpkernel.mqtt import broker as brokers
 from mpkernel.mqtt.client import Connection
 
 WRONG = "not-the-password"
 
 
-@pytest.fixture(scope="module", params=["sim", "sim:qemu"])
-def nb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Notebook]:
-    with notebook(port=request.param, tmp_path=tmp_path_factory.mktemp("mqtt"),
+@pytest.fixture(scope="module")
+def nb(sim: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notebook]:
+    # `sim` names the board as the other device tests do, so MPK_BOARDS selects these too.
+    with notebook(port=PORTS[sim], tmp_path=tmp_path_factory.mktemp("mqtt"),
                   extra_env={"MPK_TEST_WRONG_PW": WRONG}) as running:
         yield running
 
@@ -204,6 +206,12 @@ def test_broker_down_refused_credentials_and_bad_topic_end_cleanly(
     bad = nb.run(CONNECT + "c.publish('lesson/+', 'x')")
     assert bad.error["ename"] == "OSError"
     assert bad.error["evalue"].startswith("MQTT: The topic 'lesson/+' contains a wildcard")
+    bad_filter = nb.run("c.subscribe('lesson/#/x')")
+    assert bad_filter.error["ename"] == "OSError", (bad_filter.error, bad_filter.stdout)
+    assert bad_filter.error["evalue"].startswith(
+        "MQTT: The filter 'lesson/#/x' uses a wildcard inside a level")
+    # The refused topics did not cost the client its connection.
+    assert nb.run("c.publish('lesson/fine', 'ok')\nprint('ok')").stdout == "ok\n"
     assert nb.run("print(1 + 1)").stdout == "2\n"  # the board still answers
     # The notebook's own client says the same things.
     nb_down = nb.run(f"%mqtt connect 127.0.0.1:{down}")
@@ -216,6 +224,31 @@ def test_broker_down_refused_credentials_and_bad_topic_end_cleanly(
     assert WRONG not in "".join(str(m["content"]) for m in nb_refused.messages)
     unset = nb.run("%mqtt connect 127.0.0.1 --user u --password-env MPK_TEST_NOT_SET")
     assert unset.error["evalue"].startswith("The environment variable MPK_TEST_NOT_SET is not set")
+
+
+@pytest.mark.device
+def test_a_broker_that_dies_under_a_waiting_board_loop_ends_it_with_the_cause(
+        nb: Notebook) -> None:
+    # A broker of its own (the module's stays up for the other tests), killed like a crash.
+    other = brokers.start_broker(port=0, bind="127.0.0.1")
+    try:
+        up = nb.run("from umqtt.simple import MQTTClient\n"
+                    f"d = MQTTClient('doomed', '127.0.0.1', {other.port}, user={other.user!r}, "
+                    f"password={other.password!r})\nprint(d.connect())\nd.subscribe('x/y')")
+        assert up.stdout == "0\n", (up.error, up.stdout)
+        threading.Timer(1.5, other.proc.kill).start()
+        started = time.monotonic()
+        waiting = nb.run("d.wait_msg()", timeout=30)
+        gone = f"MQTT: Not connected: the broker at 127.0.0.1:{other.port} closed the connection"
+        assert waiting.error["ename"] == "OSError", (waiting.error, waiting.stdout)
+        assert waiting.error["evalue"].startswith(gone), waiting.error
+        assert waiting.error["evalue"].endswith(". Connect again."), waiting.error
+        assert time.monotonic() - started < 6
+        again = nb.run("d.publish('x/y', 'z')")
+        assert again.error["evalue"].startswith(gone), again.error
+        assert nb.run("print(1 + 1)").stdout == "2\n"  # the board still answers
+    finally:
+        other.stop()
 
 
 @pytest.mark.device
@@ -289,6 +322,8 @@ def test_frames_split_across_reads_and_lookalikes_in_user_text(tmp_path: Path) -
     assert cell.close() == "\x1de"
     # A message goes to the board as hex: no byte of it can be a Ctrl-C or a frame byte.
     assert bridge.encode_reply(("k", (b"t/1", b"\x03\x1e"))) == "m742f31,031e"
+    # An error's text keeps '#' (a filter such as sensors/#); control bytes become '?'.
+    assert bridge.encode_reply(("e", "a/#/b\x03")) == "ea/#/b?"
 
 
 @pytest.mark.device

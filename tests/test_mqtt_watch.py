@@ -145,3 +145,39 @@ def test_pub_without_a_matching_watch_does_not_wait(nb: Notebook,
     assert pub.ok and not updates(pub)
     assert time.monotonic() - started < 0.5
     assert nb.run("%mqtt stop").ok
+
+
+def test_a_broker_that_dies_mid_session_is_named_and_the_kernel_goes_on(
+        nb: Notebook, local_broker: brokers.Broker) -> None:
+    other = brokers.start_broker(0, "127.0.0.1", local_broker.user, local_broker.password)
+    try:
+        connect(nb, local_broker, other.port)
+        threading.Timer(1.0, other.proc.kill).start()  # like a crash
+        started = time.monotonic()
+        sub = nb.run("%mqtt sub gone/x", timeout=30)  # would listen until interrupted
+        gone = f"Not connected: the broker at 127.0.0.1:{other.port} closed the connection"
+        assert sub.error is not None and sub.error["evalue"].startswith(gone), sub.messages
+        assert time.monotonic() - started < 5
+        pub = nb.run("%mqtt pub gone/x y")
+        assert pub.error is not None and pub.error["evalue"].startswith(gone), pub.messages
+    finally:
+        other.stop()
+    connect(nb, local_broker)  # the next connect works
+    assert nb.run("%mqtt stop").ok
+
+
+def test_invalid_topics_from_the_notebook_are_refused_and_the_connection_stays(
+        nb: Notebook, local_broker: brokers.Broker) -> None:
+    connect(nb, local_broker)
+    for cell, says in [
+        ("%mqtt pub lesson/+ x", "The topic 'lesson/+' contains a wildcard ('+' or '#')"),
+        ("%mqtt sub lesson/#/x --count 1", "The filter 'lesson/#/x' uses a wildcard inside a "
+                                           "level"),
+        ("%mqtt watch lesson/a+", "The filter 'lesson/a+' uses a wildcard inside a level"),
+    ]:
+        refused = nb.run(cell, timeout=15)
+        assert refused.error is not None and refused.error["evalue"].startswith(says), (
+            cell, refused.messages)
+    pub = nb.run("%mqtt pub lesson/ok fine")
+    assert pub.stdout == "Published 4 bytes to lesson/ok (QoS 0).\n", pub.messages
+    assert nb.run("%mqtt stop").stdout.startswith("Stopped the connection to ")

@@ -17,7 +17,7 @@ from typing import Any
 from mpkernel.errors import MpkernelError
 from mpkernel.magics import MagicContext, arg, magic
 from mpkernel.mqtt import bridge
-from mpkernel.mqtt.client import Connection, Message, MqttError
+from mpkernel.mqtt.client import Connection, Message, MqttError, check_topic
 
 # The relay answers any board cell (a board with the bridge from an earlier session too).
 bridge.register()
@@ -252,6 +252,9 @@ def _sub(ctx: MagicContext, args: argparse.Namespace) -> None:
     if args.seconds is not None and args.count is not None:
         raise MpkernelError("Give --for or --count, not both.", "%mqtt sub TOPIC --count 5")
     conn = _need_conn(ctx)
+    # Refused here: an UNSUBSCRIBE of a malformed filter (the clean-up below) would make the
+    # broker drop the notebook's connection.
+    check_topic(topic, wildcards=True)
     arrived: queue.Queue[Message] = queue.Queue()
 
     def listener(m: Message) -> None:

@@ -50,7 +50,9 @@ def encode_reply(reply: Reply) -> str:
     if kind == "x":
         return f"x{int(value)}"
     if kind == "e":
-        return "e" + "".join(c if " " <= c <= "~" and c != "#" else "?" for c in str(value))
+        # '#' may stay: the board takes the frame's last '#' as the one before the sum, and
+        # a topic filter in an error ('sensors/#') must read as the user wrote it.
+        return "e" + "".join(c if " " <= c <= "~" else "?" for c in str(value))
     if value is None:
         return "n"
     if isinstance(value, int):
