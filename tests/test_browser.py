@@ -368,6 +368,7 @@ def mqtt_steps(page: Page, broker: Any) -> None:
         outside.close()
     assert "*" in seen, seen
     assert "waiting 9" not in page.output_text(board)
+    assert "lesson/" not in page.output_text(board)  # the update went to the watch only
     text = page.output_text(WATCH)
     assert "(watching; 2 messages" in text
     # Updated in place: still one output, newest message first.

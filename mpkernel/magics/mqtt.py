@@ -95,7 +95,10 @@ def mqtt(ctx: MagicContext, args: argparse.Namespace) -> None:
     - `%mqtt sub TOPIC [--for SECONDS | --count N]`: show messages as they arrive, until
       the time or count is reached or the cell is interrupted.
     - `%mqtt watch TOPIC`: a display that keeps showing the latest messages in the
-      background, while other cells run (board cells included).
+      background, while other cells run (board cells included). Run headless (`mpkernel
+      run`, nbconvert), the saved notebook shows it as it was after the last message that
+      arrived while a cell ran. A `%mqtt pub` to a watched topic waits (up to a second)
+      until the watch has it back from the broker.
     - `%mqtt stop [--broker]`: stop watches, disconnect, close the bridge's connections;
       with --broker also the broker started here (it also stops with the kernel).
     - `%mqtt broker [--port N] [--bind ADDR]`: start a local mosquitto with a generated user
