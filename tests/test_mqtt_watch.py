@@ -152,12 +152,19 @@ def test_a_broker_that_dies_mid_session_is_named_and_the_kernel_goes_on(
     other = brokers.start_broker(0, "127.0.0.1", local_broker.user, local_broker.password)
     try:
         connect(nb, local_broker, other.port)
+        assert nb.run("%mqtt watch gone/#").ok
         threading.Timer(1.0, other.proc.kill).start()  # like a crash
         started = time.monotonic()
         sub = nb.run("%mqtt sub gone/x", timeout=30)  # would listen until interrupted
         gone = f"Not connected: the broker at 127.0.0.1:{other.port} closed the connection"
         assert sub.error is not None and sub.error["evalue"].startswith(gone), sub.messages
         assert time.monotonic() - started < 5
+        # The watch no longer claims to be watching.
+        assert updates(sub)[-1].startswith(
+            f"MQTT gone/# (stopped: the broker at 127.0.0.1:{other.port} closed the "
+            "connection ("), updates(sub)
+        assert updates(sub)[-1].endswith("; 0 messages, newest first; %mqtt connect again, "
+                                         "then %mqtt watch)")
         pub = nb.run("%mqtt pub gone/x y")
         assert pub.error is not None and pub.error["evalue"].startswith(gone), pub.messages
     finally:

@@ -34,9 +34,11 @@ class Watch:
     topic: str
     display_id: str
     listener: Callable[[Message], None]
+    on_lost: Callable[[str], None]
     rows: list[str] = field(default_factory=list)
     count: int = 0
     shown: bool = False  # its display_data went out; updates may follow
+    lost: str = ""  # why the connection ended under it, if it did
 
 
 @dataclass
@@ -309,7 +311,7 @@ def _watch(ctx: MagicContext, args: argparse.Namespace) -> None:
     lock = threading.Lock()
 
     def send(kind: str) -> None:
-        text = _watch_status(watch, "watching") + "\n" + "\n".join(watch.rows)
+        text = "\n".join([_watch_status(watch), *watch.rows])
         if kernel is None:
             ctx.write(text + "\n")
             return
@@ -331,14 +333,23 @@ def _watch(ctx: MagicContext, args: argparse.Namespace) -> None:
             if watch.shown:
                 send("update_display_data")
 
-    watch = Watch(topic, display_id, listener)
+    def lost(why: str) -> None:
+        # A display still saying "watching" after the broker went would be a quiet lie.
+        with lock:
+            watch.lost = why
+            if watch.shown:
+                send("update_display_data")
+
+    watch = Watch(topic, display_id, listener, lost)
     # Listening before subscribing: the retained messages the broker sends right after its
     # SUBACK are in the first display instead of lost.
     conn.listeners.append(listener)
+    conn.on_lost.append(lost)
     try:
         conn.wait_suback(conn.subscribe(topic), topic)
     except MpkernelError:
         conn.listeners.remove(listener)
+        conn.on_lost.remove(lost)
         raise
     with lock:
         send("display_data")
@@ -362,8 +373,11 @@ def _update_parent(kernel: Any, own: Any) -> Any:
     return own
 
 
-def _watch_status(watch: Watch, what: str) -> str:
-    return f"MQTT {watch.topic} ({what}; {watch.count} messages, newest first; %mqtt stop ends)"
+def _watch_status(watch: Watch) -> str:
+    if watch.lost:
+        return (f"MQTT {watch.topic} (stopped: {watch.lost}; {watch.count} messages, newest "
+                "first; %mqtt connect again, then %mqtt watch)")
+    return f"MQTT {watch.topic} (watching; {watch.count} messages, newest first; %mqtt stop ends)"
 
 
 def _stop_watches(ctx: MagicContext, state: MqttState) -> int:
@@ -371,6 +385,7 @@ def _stop_watches(ctx: MagicContext, state: MqttState) -> int:
     for watch in state.watches:
         if state.conn is not None and watch.listener in state.conn.listeners:
             state.conn.listeners.remove(watch.listener)
+            state.conn.on_lost.remove(watch.on_lost)
     state.watches.clear()
     return stopped
 

@@ -189,6 +189,7 @@ class Connection:
         self.closing = False
         self.messages: deque[Message] = deque(maxlen=QUEUE)
         self.listeners: list[Callable[[Message], None]] = []
+        self.on_lost: list[Callable[[str], None]] = []  # called with `lost`, paho's thread
         self._subacks: dict[int, list[int]] = {}
         self._lock = threading.Lock()
         self.client.on_connect = self._on_connect
@@ -221,6 +222,8 @@ class Connection:
             return
         if not self.closing:
             self.lost = f"the broker at {self.host}:{self.port} closed the connection ({rc})"
+            for told in list(self.on_lost):
+                told(self.lost)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         m = Message(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos, time.time())
