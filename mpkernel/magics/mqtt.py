@@ -360,11 +360,12 @@ def _watch(ctx: MagicContext, args: argparse.Namespace) -> None:
 def _update_parent(kernel: Any, own: Any) -> Any:
     """The request an update of a watch goes out under (it is sent from paho's thread).
 
-    Frontends that render live (JupyterLab, Notebook, VS Code) route an update by its
-    display_id, whatever its parent. A headless run (nbconvert, `mpkernel run`: nbclient)
-    reads only the messages of the cell it is running and drops the rest, yet applies an
-    update_display_data to the earlier display with that id: sent under the running cell,
-    the messages that arrive while later cells run reach the saved notebook too.
+    JupyterLab (and Notebook 7, built on it) routes an update by its display_id to the
+    cell that showed the display, whatever its parent (tests/test_browser.py). A headless
+    run (nbconvert, `mpkernel run`: nbclient) reads only the messages of the cell it is
+    running and drops the rest, yet applies an update_display_data to the earlier display
+    with that id: sent under the running cell, the messages that arrive while later cells
+    run reach the saved notebook too.
     """
     current = kernel.get_parent("shell")  # from another thread: the latest request
     if isinstance(current, dict) and current.get("header", {}).get("msg_type") == (
