@@ -262,15 +262,20 @@ def user_error_content(err: Exception) -> dict[str, object]:
 def error_parts(err: Exception) -> tuple[dict[str, object], list[str]]:
     """(the error message's content, the kernel's own notes to show after it, not in red).
 
-    A board's traceback ends at its exception line; lines the kernel added after it (such as
-    "Interrupted: the program stopped; the board's variables are kept.") are notes.
+    The error (red, a traceback) says what went wrong; what to do about it is a note, one
+    stdout line after it, for board and kernel errors alike. A board's traceback ends at its
+    exception line; lines the kernel added after it (such as "Interrupted: the program
+    stopped; the board's variables are kept.") are notes. The kernel's own errors
+    (MpkernelError) hold what happened and what the board printed; their hint is the note.
     """
-    from mpkernel.errors import DeviceError
+    from mpkernel.errors import DeviceError, MpkernelError
 
     if isinstance(err, DeviceError):
         lines, notes = split_notes(err.ename, err.evalue, err.traceback)
         return error_content(err.ename, err.evalue, lines), notes
-    return _other_error_content(err), []
+    if isinstance(err, MpkernelError):
+        return error_content(type(err).__name__, str(err), error_lines(err)), hint_lines(err)
+    return error_content(type(err).__name__, str(err), [f"{type(err).__name__}: {err}"]), []
 
 
 def split_notes(ename: str, evalue: str, lines: list[str]) -> tuple[list[str], list[str]]:
@@ -339,21 +344,22 @@ def cell_traceback(lines: list[str], code: str, count: int, shift: int = 0) -> l
     return shown
 
 
-def _other_error_content(err: Exception) -> dict[str, object]:
-    from mpkernel.errors import MpkernelError
-
-    if isinstance(err, MpkernelError):
-        return error_content(type(err).__name__, str(err), report_lines(err))
-    return error_content(type(err).__name__, str(err), [f"{type(err).__name__}: {err}"])
-
-
-def report_lines(err: MpkernelError) -> list[str]:
-    """An MpkernelError as lines: what happened, the boot output indented, the way out."""
+def error_lines(err: MpkernelError) -> list[str]:
+    """The error part of an MpkernelError: what happened, and the boot output indented."""
     lines = [str(err)]
     boot = getattr(err, "boot_output", "")
     if boot:
         lines.append("What the board printed as it booted:")
         lines.extend("    " + line for line in boot.replace("\r\n", "\n").split("\n"))
-    if err.hint:
-        lines.append(err.hint)
     return lines
+
+
+def hint_lines(err: MpkernelError) -> list[str]:
+    """An MpkernelError's hint (what to do) as the lines shown after its error; none without."""
+    return err.hint.replace("\r\n", "\n").split("\n") if err.hint else []
+
+
+def report_lines(err: MpkernelError) -> list[str]:
+    """An MpkernelError as lines where there is one place to show it (a status note):
+    what happened, the boot output indented, the way out."""
+    return error_lines(err) + ([err.hint] if err.hint else [])

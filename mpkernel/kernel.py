@@ -193,11 +193,16 @@ class MicroPythonKernel(IPythonKernel):
         if cell.cell_magic and cell.cell_magic[0] == "host":
             # %%host runs on this computer's Python, with IPython's own machinery.
             from mpkernel.host import prepare_host_cell
+            from mpkernel.host.proxy import notes_after
 
             prepare_host_cell(self)  # the `board` object of host cells
-            return await super().do_execute(
+            done = await super().do_execute(
                 cell.cell_magic[2], silent, store_history, user_expressions, allow_stdin
             )
+            if not silent:
+                # A board error's hint follows IPython's error message, as in board cells.
+                self._write(notes_after(self.shell))
+            return done
         shell = self.shell
         assert shell is not None
         count = shell.execution_count
@@ -223,7 +228,8 @@ class MicroPythonKernel(IPythonKernel):
                 content, notes = display.error_parts(err)
                 if not silent:
                     self.send_response(self.iopub_socket, "error", content)
-                    # The kernel's own words, after the board's traceback and not in red.
+                    # What to do (a hint, an interrupt's note) follows the error as plain
+                    # output: the red error holds only what went wrong (display.error_parts).
                     self._write("".join(note + "\n" for note in notes))
                 reply.update(status="error", **content)
                 if not isinstance(err, MpkernelError):

@@ -102,20 +102,32 @@ def test_device_error_keeps_board_traceback() -> None:
     assert content["ename"] == "ValueError" and content["traceback"][-1] == "ValueError: bad"
 
 
-def test_kernel_errors_show_message_boot_output_and_hint() -> None:
+def test_kernel_errors_hold_message_and_boot_output_and_the_hint_is_a_note() -> None:
     err = BoardReset("The board reset while the cell ran; its variables are gone.",
                      "The next cell runs normally.", boot_output="soft reboot\r\n>>> ")
-    content = display.user_error_content(err)
+    content, notes = display.error_parts(err)
     tb = content["traceback"]
     assert content["ename"] == "BoardReset"
+    assert content["evalue"] == "The board reset while the cell ran; its variables are gone."
     assert tb[0].startswith("The board reset")
-    assert any("soft reboot" in line for line in tb)
-    assert tb[-1] == "The next cell runs normally."
+    assert tb[1:] == ["What the board printed as it booted:", "    soft reboot", "    >>> "]
+    # What to do is not part of the red error: it follows as a line of its own.
+    assert notes == ["The next cell runs normally."]
+    assert not any("next cell" in line for line in tb)
+    assert display.user_error_content(err) == content
+    # Where there is one place for all of it (a status note, a host cell), all of it.
+    assert display.report_lines(err) == tb + ["The next cell runs normally."]
 
 
-def test_plain_error_without_hint() -> None:
-    content = display.user_error_content(MpkernelError("Port busy."))
-    assert content["traceback"] == ["Port busy."]
+def test_a_hint_of_several_lines_is_several_notes_and_no_hint_no_note() -> None:
+    err = MpkernelError("Port /dev/ttyX does not exist.", "Ports that exist:\n  /dev/ttyACM0")
+    content, notes = display.error_parts(err)
+    assert content["traceback"] == ["Port /dev/ttyX does not exist."]
+    assert notes == ["Ports that exist:", "  /dev/ttyACM0"]
+    content, notes = display.error_parts(MpkernelError("Port busy."))
+    assert content["traceback"] == ["Port busy."] and notes == []
+    content, notes = display.error_parts(KeyError("k"))
+    assert content["traceback"] == ["KeyError: 'k'"] and notes == []
 
 
 def test_line_buffer_sends_whole_lines_at_once() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from host_kernel import PORTS, Notebook, board_name_fixture, notebook  # noqa: F401
+from host_kernel import PORTS, Cell, Notebook, board_name_fixture, notebook  # noqa: F401
 
 from mpkernel.host.proxy import NotALiteral, parse_value
 
@@ -120,10 +120,29 @@ def test_parse_value_handles_micropython_reprs() -> None:
         parse_value("<Pin 5>")
 
 
+def _after_error(cell: Cell) -> str:
+    """The stdout a cell showed after its error message (what the user reads below it)."""
+    kinds = [m["msg_type"] for m in cell.messages]
+    assert "error" in kinds, kinds
+    return "".join(m["content"]["text"] for m in cell.messages[kinds.index("error") + 1:]
+                   if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
+
+
 def test_a_board_that_cannot_be_reached_is_said_plainly(tmp_path: Path) -> None:
     with notebook(tmp_path, port="/dev/mpk-no-such-port", connect=False) as alone:
-        said = alone.run("print(1)").error  # what a board cell says about this port
+        board_cell = alone.run("print(1)")  # what a board cell says about this port
         cell = alone.run("%%host\nboard.eval('1')")
         assert cell.error["ename"] == "BoardError"
-        assert cell.error["traceback"] == said["traceback"]
+        assert cell.error["traceback"] == board_cell.error["traceback"]
+        # The red error says what happened; what to do follows it as plain lines, the same
+        # lines in both kinds of cell, and nothing of it is left inside the error.
+        hint = _after_error(board_cell)
+        assert hint.endswith("Choose one with %connect PORT (or %connect sim for the emulated "
+                             "board).\n"), board_cell.messages
+        assert _after_error(cell) == hint and cell.stdout == hint
+        assert cell.error["traceback"] == ["Port /dev/mpk-no-such-port does not exist."]
+        # A board error the host code catches ends nothing, so no hint follows.
+        caught = alone.run("%%host\ntry:\n    board.eval('1')\n"
+                           "except board.Error:\n    print('caught')")
+        assert caught.ok and caught.stdout == "caught\n"
         assert alone.run("%%host\nprint(6 * 7)").stdout == "42\n"

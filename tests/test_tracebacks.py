@@ -1,5 +1,6 @@
 """A board error in a cell reads like IPython's: `Cell In[n], line M` and the offending line
-of the cell; the kernel's own notes (an interrupt's) follow as plain output, not in red."""
+of the cell; the kernel's own notes (an interrupt's, a kernel error's hint) follow as plain
+output, not in red."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from host_kernel import PORTS, Notebook, board_name_fixture, notebook  # noqa: F401
+from host_kernel import PORTS, Cell, Notebook, board_name_fixture, notebook  # noqa: F401
 
 from mpkernel import cells, display
 from mpkernel.errors import DeviceError
@@ -115,3 +116,46 @@ def test_an_interrupts_note_follows_the_traceback_as_plain_output(nb: Notebook) 
     note = cell.messages[kinds.index("error") + 1]
     assert note["msg_type"] == "stream" and note["content"]["name"] == "stdout"
     assert "the board's variables are kept" in note["content"]["text"]
+
+
+def _error_then_note(cell: Cell) -> tuple[list[str], str]:
+    """The error's traceback and the stdout stream right after the error message."""
+    kinds = [m["msg_type"] for m in cell.messages]
+    assert "error" in kinds, kinds
+    after = cell.messages[kinds.index("error") + 1 :]
+    assert after and after[0]["msg_type"] == "stream", (kinds, cell.error["traceback"])
+    assert after[0]["content"]["name"] == "stdout"
+    return cell.error["traceback"], after[0]["content"]["text"]
+
+
+@pytest.mark.device
+@pytest.mark.boards("microbit", "qemu")
+def test_the_kernels_own_error_holds_what_happened_and_what_to_do_follows(nb: Notebook) -> None:
+    cell = nb.run("%timeit")
+    tb, note = _error_then_note(cell)
+    assert cell.error["ename"] == "CellRefused"
+    assert tb == ["%timeit needs a statement to time."]
+    assert note == "For example: %timeit sum(range(100))\n"
+    assert cell.reply["traceback"] == tb
+
+    cell = nb.run("%no_such_magic")
+    tb, note = _error_then_note(cell)
+    assert tb == ["Unknown magic %no_such_magic."]
+    assert note.startswith("Known magics: ") and "%help NAME explains one." in note
+
+
+@pytest.mark.device
+@pytest.mark.boards("microbit", "qemu")
+def test_a_reset_shows_the_boot_output_in_the_error_and_the_way_on_as_a_note(
+    nb: Notebook,
+) -> None:
+    # Last in this module: the reset clears the board's variables.
+    cell = nb.run("try:\n import microbit as m\nexcept ImportError:\n import machine as m\n"
+                  "m.reset()")
+    tb, note = _error_then_note(cell)
+    assert cell.error["ename"] == "BoardReset", tb
+    assert tb[0].startswith("The board reset while the cell ran; its variables are gone."), tb
+    assert "What the board printed as it booted:" in tb, tb
+    assert not any("next cell" in line for line in tb), tb
+    assert "The next cell runs normally" in note
+    assert nb.run("print(6 * 7)").stdout == "42\n"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import cells, output_filters
-from mpkernel.display import LineBuffer, StreamCleaner, report_lines
+from mpkernel.display import LineBuffer, StreamCleaner, error_lines, hint_lines
 from mpkernel.errors import DeviceError, Interrupted, MpkernelError
 
 if TYPE_CHECKING:
@@ -35,7 +35,9 @@ _MARK = cells.RESULT_MARK
 
 class BoardError(Exception):
     """A board operation in a host cell failed; shown as the kernel shows it in board cells
-    (what happened, the board's traceback or the way out), not as a host-side stack.
+    (what happened, or the board's traceback), not as a host-side stack. What to do about it
+    (`notes`, a kernel error's hint) follows the error as plain output, as in board cells
+    (`notes_after`).
 
     An exception raised on the board arrives as a subclass named like it (ZeroDivisionError,
     OSError), so the notebook names the board's error; `except board.Error` catches them all.
@@ -47,10 +49,12 @@ class BoardError(Exception):
         kind = type(name, (cls,), {}) if name.isidentifier() else cls
         return kind(err.traceback or [str(err)], err)
 
-    def __init__(self, lines: list[str], cause: MpkernelError) -> None:
+    def __init__(self, lines: list[str], cause: MpkernelError,
+                 notes: list[str] | None = None) -> None:
         super().__init__(lines[-1] if isinstance(cause, DeviceError) else str(cause))
         self.lines = lines
         self.cause = cause
+        self.notes = notes or []
 
     def _render_traceback_(self) -> list[str]:  # IPython shows these lines instead of a stack
         return self.lines
@@ -197,7 +201,8 @@ class BoardProxy:
         except Interrupted as err:
             raise KeyboardInterrupt(str(err)) from None  # e.g. what an upload left behind
         except MpkernelError as err:
-            raise BoardError(report_lines(err), err) from None
+            # The red error says what happened; the hint follows it (notes_after).
+            raise BoardError(error_lines(err), err, hint_lines(err)) from None
 
     def _run(self, board: Board, code: str, capture: Callable[[str], None] | None,
              timeout: float | None, result: list[str] | None = None) -> None:
@@ -226,6 +231,14 @@ class BoardProxy:
             active.close()
             lines.feed(cleaner.flush())
             lines.flush()
+
+
+def notes_after(shell: Any) -> str:
+    """What follows the host cell that just ran, as after a board cell's error: the hint of
+    the BoardError that ended it, one stdout line each ("" if nothing was left uncaught)."""
+    result = getattr(shell, "last_execution_result", None)
+    err = getattr(result, "error_in_exec", None)
+    return "".join(line + "\n" for line in err.notes) if isinstance(err, BoardError) else ""
 
 
 def _stdout_write(text: str) -> None:
