@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mpkernel import cells, output_filters
-from mpkernel.display import LineBuffer, StreamCleaner, error_lines, hint_lines
+from mpkernel import cells
+from mpkernel.display import CellOutput, error_lines, hint_lines
 from mpkernel.errors import DeviceError, Interrupted, MpkernelError
 
 if TYPE_CHECKING:
@@ -137,13 +137,12 @@ class BoardProxy:
                 f"board.eval takes one expression ({err.msg}); for statements use "
                 "board.exec(...), then board.eval(name)."
             ) from None
-        result: list[str] = []
         code = f"print({_MARK!r}+repr((\n{expr.strip()}\n)))"
         with self._board_call() as board:
-            self._run(board, code, None, timeout, result=result)
-        if not result:
+            value = self._run(board, code, None, timeout, has_result=True)
+        if value is None:
             raise NotALiteral(f"board.eval({expr!r}): the board printed no value.")
-        return parse_value("".join(result), expr)
+        return parse_value(value, expr)
 
     def get(self, path: str) -> bytes:
         """The bytes of a file on the board, verified against the board's own checksum."""
@@ -205,32 +204,17 @@ class BoardProxy:
             raise BoardError(error_lines(err), err, hint_lines(err)) from None
 
     def _run(self, board: Board, code: str, capture: Callable[[str], None] | None,
-             timeout: float | None, result: list[str] | None = None) -> None:
-        cleaner = StreamCleaner()  # the board's CRLF becomes LF, shown or captured
-        lines = LineBuffer(capture or _stdout_write, hold=0 if capture else 0.03)
-        sink = lambda text: lines.feed(cleaner.feed(text))  # noqa: E731
-
-        def on_output(text: str) -> None:
-            if result is not None:
-                if result:
-                    result.append(text)
-                    return
-                mark = text.find(_MARK)
-                if mark >= 0:
-                    result.append(text[mark + 1:])
-                    text = text[:mark]
-            if text:
-                sink(text)
-
-        # Cell output filters (the MQTT bridge's relay) take part here as in board cells.
-        active = output_filters.ActiveFilters(getattr(self._kernel, "cell_filters", {}), board)
-        filtered, idle = active.wrap(on_output, lines.idle)
-        try:
-            board.exec(code, on_output=filtered, timeout=timeout, on_idle=idle)
-        finally:
-            active.close()
-            lines.feed(cleaner.flush())
-            lines.flush()
+             timeout: float | None, *, has_result: bool = False) -> str | None:
+        """Run `code` with its output shown as a board cell's (or captured); with
+        `has_result`, return the text printed after cells.RESULT_MARK (None without it)."""
+        # CellOutput, as board cells: cell output filters (the MQTT bridge's relay) take part,
+        # the board's CRLF becomes LF, whole lines go out, and a program ending in an error
+        # still shows what it printed before it.
+        out = CellOutput(capture or _stdout_write, board,
+                         getattr(self._kernel, "cell_filters", {}), has_result=has_result)
+        with out:
+            board.exec(code, on_output=out.feed, timeout=timeout, on_idle=out.idle)
+        return out.result
 
 
 def notes_after(shell: Any) -> str:
