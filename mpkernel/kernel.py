@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Bool, Enum, Float, Integer, Unicode
+from traitlets import Bool, Enum, Float, Integer, Unicode, observe
 
 from mpkernel import __version__, cells, display, output_filters, platform_support
 from mpkernel.board import Board
@@ -49,6 +49,10 @@ class MicroPythonKernel(IPythonKernel):
     fallback_to_sim = Bool(
         True, help="With no port configured and no board found, use the emulated micro:bit."
     ).tag(config=True)
+    microbit_firmware = Unicode(
+        "", help="The firmware .hex the emulated micro:bit boots; empty looks one up "
+        "(Debian's package, then uflash's). $MPKERNEL_MICROBIT_FIRMWARE wins over it.",
+    ).tag(config=True)
     widgets = Enum(
         ["auto", "on", "off"], "auto",
         help="Progress bars and pickers as ipywidgets: on, off, or auto (when the frontend "
@@ -66,6 +70,15 @@ class MicroPythonKernel(IPythonKernel):
         # While a magic runs: its cell and the cell line it stands on, so a magic that runs
         # the cell's code (%time, %%time) can show the board's errors as `Cell In[n], line M`.
         self.magic_place: display.CellPlace | None = None
+        self._use_microbit_firmware()
+
+    @observe("microbit_firmware")
+    def _use_microbit_firmware(self, change: Any = None) -> None:
+        # The emulated micro:bit is started below the Board (Board.open_port), which takes no
+        # settings, so the firmware is named for this kernel's process (one kernel each).
+        from mpkernel.sim.microbit import configure_firmware
+
+        configure_firmware(self.microbit_firmware)
 
     # -- where the board is -----------------------------------------------------------------
     def resolve_port(self) -> str:

@@ -8,7 +8,8 @@ in emulated flash: it survives `hard_reset()` and is gone when QEMU exits. Nothi
 The firmware .hex is looked for in this order (`find_firmware`):
 
 1. $MPKERNEL_MICROBIT_FIRMWARE, a .hex the user names (a missing file is an error, not a
-   reason to take another one silently);
+   reason to take another one silently), else the kernel's config
+   `MicroPythonKernel.microbit_firmware` (`configure_firmware`), alike;
 2. where the OS's package puts it: Debian's firmware-microbit-micropython;
 3. the micro:bit V1 runtime inside the `uflash` package from PyPI (the `microbit` extra),
    the way on Windows and macOS: its universal hex is cut down to the V1 part, which QEMU's
@@ -30,6 +31,8 @@ from mpkernel.sim._qemu import QemuBoard, SimulatorMissing, find_qemu
 FIRMWARE_HEX = Path("/usr/share/firmware-microbit-micropython/firmware.hex")
 #: the setting that names a firmware .hex (in the environment, or a kernelspec's "env")
 FIRMWARE_ENV = "MPKERNEL_MICROBIT_FIRMWARE"
+#: the kernel's traitlets setting that names one (below the environment, as for the port)
+FIRMWARE_CONFIG = "MicroPythonKernel.microbit_firmware"
 INSTALL_HINT = (
     "Install them with: sudo apt-get install qemu-system-arm firmware-microbit-micropython "
     "(Debian/Ubuntu), or connect a real board with %connect PORT."
@@ -114,24 +117,42 @@ def uflash_firmware(cache_dir: Path | None = None) -> Firmware | None:
     return Firmware(path, f"uflash {version}'s {runtime_name}")
 
 
+# The firmware the kernel's config names, as (path, the setting's name). Process-wide: the
+# emulated micro:bit is started far below the kernel (Board.open_port, %doctor), by code that
+# takes no settings, and a kernel process has one configuration.
+_configured: tuple[str, str] = ("", FIRMWARE_CONFIG)
+
+
+def configure_firmware(path: str, setting: str = FIRMWARE_CONFIG) -> None:
+    """Name the firmware .hex for the emulated micro:bits this process starts ("" for the
+    usual lookup); `setting` is how error messages and the connect line call it.
+    $MPKERNEL_MICROBIT_FIRMWARE still wins."""
+    global _configured
+    _configured = (path.strip(), setting)
+
+
 def find_firmware(
     env: Mapping[str, str] | None = None,
     places: tuple[Path, ...] | None = None,
     bundled: Callable[[], Firmware | None] | None = None,
+    configured: tuple[str, str] | None = None,
 ) -> Firmware:
     """The firmware to boot, in the order the module's docstring gives; SimulatorMissing with
-    this OS's way out when there is none."""
+    this OS's way out when there is none. `configured` is (path, setting name), by default
+    what `configure_firmware` was given."""
     env = os.environ if env is None else env
-    named = env.get(FIRMWARE_ENV, "").strip()
+    named, setting = env.get(FIRMWARE_ENV, "").strip(), FIRMWARE_ENV
+    if not named:
+        named, setting = _configured if configured is None else configured
     if named:
         path = Path(named).expanduser()
         if not path.is_file():
             raise SimulatorMissing(
-                f"The emulated micro:bit cannot start: {FIRMWARE_ENV} names {path}, which "
+                f"The emulated micro:bit cannot start: {setting} names {path}, which "
                 "does not exist.",
-                f"Point {FIRMWARE_ENV} at a micro:bit V1 MicroPython .hex, or unset it to use "
+                f"Point {setting} at a micro:bit V1 MicroPython .hex, or unset it to use "
                 "an installed one.")
-        return Firmware(path, FIRMWARE_ENV)
+        return Firmware(path, setting)
     for path in platform_support.microbit_firmware_places() if places is None else places:
         if path.is_file():
             return Firmware(path, "Debian's firmware-microbit-micropython")
