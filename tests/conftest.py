@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from harness.fixtures import (  # noqa: F401  (registered by their short names)
     default_boards,
+    lossy_relay_fixture,
     microbit_sim_fixture,
     qemu_sim_fixture,
     relay_fixture,
@@ -14,7 +15,7 @@ from harness.fixtures import (  # noqa: F401  (registered by their short names)
     sim_fd_fixture,
     sim_fixture,
 )
-from harness.relay import Relay, comports_with
+from harness.relay import LossyRelay, Relay, comports_with
 
 from mpkernel.board import Board
 
@@ -24,6 +25,18 @@ def board(relay: Relay) -> Iterator[Board]:
     """A Board connected to the emulated board (each of them) through the relay (no QEMU open
     delay)."""
     connected = Board(relay.url, lister=lambda: comports_with([relay]), reattach_wait=5.0)
+    connected.connect()
+    try:
+        yield connected
+    finally:
+        connected.close()
+
+
+@pytest.fixture
+def lossy_board(lossy_relay: LossyRelay) -> Iterator[Board]:
+    """A Board connected through the relay that can drop or garble board-bound bytes."""
+    connected = Board(lossy_relay.url, lister=lambda: comports_with([lossy_relay]),
+                      reattach_wait=8.0)
     connected.connect()
     try:
         yield connected

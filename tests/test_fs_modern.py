@@ -9,22 +9,21 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.checks import ctrl_c_works
 from harness.relay import (
     BAUD_115200,
     TO_BOARD,
     USB_SERIAL_LATENCY,
-    Relay,
-    comports_with,
+    LossyRelay,
 )
 
 from mpkernel import fs_fast
 from mpkernel.board import Board
 from mpkernel.display import TextProgress
-from mpkernel.errors import DeviceError, MpkernelError
+from mpkernel.errors import MpkernelError
 from mpkernel.fs import FileError, FileSystem
 from mpkernel.magics import MagicContext, registry
 
@@ -32,47 +31,6 @@ pytestmark = [pytest.mark.device,
               pytest.mark.boards("qemu", reason="needs sys.stdin.buffer and folders")]
 
 SOURCE = b"".join(p.read_bytes() for p in sorted(Path(fs_fast.__file__).parent.glob("*.py")))
-
-
-class LossyRelay(Relay):
-    """The relay, plus one fault of the line itself: drop or flip the board-bound byte at a
-    given offset from arming (a UART without flow control losing or garbling a byte)."""
-
-    fault: tuple[str, int] | None = None  # ("drop" | "flip", bytes from now)
-    hit = False
-
-    def _deliver(self, direction: str, data: bytes) -> None:
-        if direction == TO_BOARD and self.fault is not None:
-            kind, left = self.fault
-            if left < len(data):
-                self.fault, self.hit = None, True
-                data = (data[:left] + data[left + 1 :] if kind == "drop"
-                        else data[:left] + bytes([data[left] ^ 0x5A]) + data[left + 1 :])
-            else:
-                self.fault = (kind, left - len(data))
-        super()._deliver(direction, data)
-
-
-@pytest.fixture
-def mrelay(sim: object, sim_fd: int) -> Iterator[LossyRelay]:
-    """The shared relay fixture's job, with a relay that can also lose or garble a byte."""
-    relay = LossyRelay(sim, board_fd=sim_fd)  # type: ignore[arg-type]
-    try:
-        assert relay.sync_board(timeout=8), "the modern board did not answer at its prompt"
-        yield relay
-    finally:
-        relay.stop()
-        print(f"--- relay traffic ---\n{relay.log_text()}")
-
-
-@pytest.fixture
-def mboard(mrelay: LossyRelay) -> Iterator[Board]:
-    board = Board(mrelay.url, lister=lambda: comports_with([mrelay]), reattach_wait=8.0)
-    board.connect()
-    try:
-        yield board
-    finally:
-        board.close()
 
 
 def board_files(board: Board) -> dict[str, str]:
@@ -97,25 +55,10 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ctrl_c_works(board: Board) -> bool:
-    """Ctrl-C (kbd_intr) is on: an interrupt stops a busy loop with KeyboardInterrupt."""
-    timer = threading.Timer(0.3, board.interrupt)
-    board.start_cell()
-    timer.start()
-    try:
-        board.exec("while True:\n pass", timeout=5)
-    except DeviceError as err:
-        return err.ename == "KeyboardInterrupt"
-    finally:
-        timer.cancel()
-        board.start_cell()
-    return False
-
-
 @pytest.fixture
-def fs(mboard: Board, mrelay: LossyRelay) -> FileSystem:
-    mrelay.set_throttle(rate=BAUD_115200, latency=USB_SERIAL_LATENCY)
-    mboard.exec("""import os
+def fs(lossy_board: Board, lossy_relay: LossyRelay) -> FileSystem:
+    lossy_relay.set_throttle(rate=BAUD_115200, latency=USB_SERIAL_LATENCY)
+    lossy_board.exec("""import os
 def __rm(d):
  for e in os.ilistdir(d or '/'):
   p=(d+'/' if d else '')+e[0]
@@ -125,31 +68,31 @@ def __rm(d):
    os.remove(p)
 __rm('')
 del __rm""")
-    return FileSystem(mboard)
+    return FileSystem(lossy_board)
 
 
 # -- the fast channel ------------------------------------------------------------------------
-def test_round_trips_verified_by_the_boards_sha256(fs: FileSystem, mboard: Board) -> None:
+def test_round_trips_verified_by_the_boards_sha256(fs: FileSystem, lossy_board: Board) -> None:
     every_byte = bytes(range(256)) * 8  # Ctrl-C, Ctrl-D and all the rest, raw on the wire
     for data in (b"", b"\x03", every_byte, os.urandom(20_000), SOURCE[:20_000]):
         result = fs.put(data, "blob.bin")
         assert result.method.startswith("fast")
-        assert board_files(mboard) == {"blob.bin": sha(data)}  # no temporary left
+        assert board_files(lossy_board) == {"blob.bin": sha(data)}  # no temporary left
         assert result.digest == sha(data)
         got = fs.fetch("blob.bin")
         assert got.data == data and got.method == "fast" and got.digest == sha(data)
-    assert ctrl_c_works(mboard)
+    assert ctrl_c_works(lossy_board)
 
 
 def test_text_is_deflated_and_costs_fewer_wire_bytes_than_its_size(
-        fs: FileSystem, mrelay: LossyRelay) -> None:
+        fs: FileSystem, lossy_relay: LossyRelay) -> None:
     fs.put(b"x", "warm.txt")  # the board's helpers are defined once; not part of the counts
 
     def carried(data: bytes, name: str) -> tuple[str, int]:
-        before = mrelay.counters[TO_BOARD]
+        before = lossy_relay.counters[TO_BOARD]
         method = fs.put(data, name).method
         assert fs.get(name) == data
-        return method, mrelay.counters[TO_BOARD] - before
+        return method, lossy_relay.counters[TO_BOARD] - before
 
     # issue 9: a 20 KB source failed with "BadPath ... EINVAL" on MicroPython 1.25
     text_method, text_bytes = carried(SOURCE[:20_000], "code.py")
@@ -160,21 +103,21 @@ def test_text_is_deflated_and_costs_fewer_wire_bytes_than_its_size(
 
 
 @pytest.mark.parametrize("fault", ["drop", "flip"])
-def test_a_lost_or_garbled_byte_is_resent(fs: FileSystem, mboard: Board, mrelay: LossyRelay,
-                                          fault: str) -> None:
+def test_a_lost_or_garbled_byte_is_resent(fs: FileSystem, lossy_board: Board,
+                                          lossy_relay: LossyRelay, fault: str) -> None:
     data = os.urandom(12_000)
     fs.put(b"old", "f.bin")
-    fs_fast.usable(mboard)  # the probe's bytes are not part of the count below
-    mrelay.fault = (fault, 6000)  # inside a frame of the upload
+    fs_fast.usable(lossy_board)  # the probe's bytes are not part of the count below
+    lossy_relay.fault = (fault, 6000)  # inside a frame of the upload
     result = fs.put(data, "f.bin")
-    assert mrelay.hit
+    assert lossy_relay.hit
     assert result.resends >= 1
-    assert board_files(mboard) == {"f.bin": sha(data)}
-    assert ctrl_c_works(mboard)
+    assert board_files(lossy_board) == {"f.bin": sha(data)}
+    assert ctrl_c_works(lossy_board)
 
 
 def test_a_decompression_error_names_its_cause_not_the_file_name(
-        fs: FileSystem, mboard: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+        fs: FileSystem, lossy_board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
     fs.put(b"keep me", "code.py")
     # Deflate with a 32 KB window while telling the board 512 bytes: the failure issue 9 saw.
     real = fs_fast._deflate
@@ -184,27 +127,27 @@ def test_a_decompression_error_names_its_cause_not_the_file_name(
         fs.put(SOURCE[:12_000], "code.py")
     text = str(caught.value)
     assert "decompress" in text and "name" not in text
-    assert board_files(mboard) == {"code.py": sha(b"keep me")}
-    assert ctrl_c_works(mboard)
+    assert board_files(lossy_board) == {"code.py": sha(b"keep me")}
+    assert ctrl_c_works(lossy_board)
 
 
 def test_the_exec_path_deflates_with_a_window_the_board_accepts(
-        fs: FileSystem, mboard: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+        fs: FileSystem, lossy_board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
     # Firmware without sys.stdin.buffer uploads chunk by chunk through the REPL, deflated
     # where that is shorter: issue 9's 12 KB source failed there with "BadPath ... EINVAL".
     monkeypatch.setattr(fs_fast, "usable", lambda board: False)
     result = fs.put(SOURCE[:12_000], "code.py")
     assert result.method == "exec"
-    assert board_files(mboard) == {"code.py": sha(SOURCE[:12_000])}
+    assert board_files(lossy_board) == {"code.py": sha(SOURCE[:12_000])}
 
 
-def test_put_and_get_summaries_state_what_the_board_has(mboard: Board, fs: FileSystem,
+def test_put_and_get_summaries_state_what_the_board_has(lossy_board: Board, fs: FileSystem,
                                                          tmp_path: Path) -> None:
-    nb = Notebook(mboard)
+    nb = Notebook(lossy_board)
     data = os.urandom(5000)
     (tmp_path / "d.bin").write_bytes(data)
     said = nb.run(f"%put {tmp_path / 'd.bin'} lib/d.bin")
-    on_board = board_files(mboard)["lib/d.bin"]
+    on_board = board_files(lossy_board)["lib/d.bin"]
     assert on_board == sha(data)
     assert "lib/d.bin (5000 bytes)" in said and f"SHA-256 {on_board[:16]} matches" in said
     back = tmp_path / "back.bin"
@@ -214,62 +157,62 @@ def test_put_and_get_summaries_state_what_the_board_has(mboard: Board, fs: FileS
 
 
 def test_interrupt_mid_download_saves_nothing_and_keeps_the_board(
-        fs: FileSystem, mboard: Board, tmp_path: Path) -> None:
+        fs: FileSystem, lossy_board: Board, tmp_path: Path) -> None:
     data = os.urandom(20_000)
     fs.put(data, "big.bin")
-    mboard.start_cell()
-    timer = threading.Timer(0.5, mboard.interrupt)
+    lossy_board.start_cell()
+    timer = threading.Timer(0.5, lossy_board.interrupt)
     timer.start()
     with pytest.raises(MpkernelError) as caught:
         fs.fetch("big.bin")
     timer.join()
     assert "interrupted" in str(caught.value).lower()
-    mboard.start_cell()
-    assert board_files(mboard) == {"big.bin": sha(data)}
+    lossy_board.start_cell()
+    assert board_files(lossy_board) == {"big.bin": sha(data)}
     assert fs.get("big.bin") == data  # the next download is whole
-    assert ctrl_c_works(mboard)
+    assert ctrl_c_works(lossy_board)
 
 
 # -- faults mid-transfer: the old file or the new, never a mix; Ctrl-C back on ---------------
-def test_interrupt_mid_upload_keeps_the_old_file(fs: FileSystem, mboard: Board) -> None:
+def test_interrupt_mid_upload_keeps_the_old_file(fs: FileSystem, lossy_board: Board) -> None:
     fs.put(b"old version\n", "main.py")
-    mboard.start_cell()
-    timer = threading.Timer(0.6, mboard.interrupt)
+    lossy_board.start_cell()
+    timer = threading.Timer(0.6, lossy_board.interrupt)
     timer.start()
     with pytest.raises(MpkernelError) as caught:
         fs.put(os.urandom(20_000), "main.py")
     timer.join()
     assert "interrupted" in str(caught.value)
-    mboard.start_cell()
-    assert board_files(mboard) == {"main.py": sha(b"old version\n")}
-    assert ctrl_c_works(mboard)
+    lossy_board.start_cell()
+    assert board_files(lossy_board) == {"main.py": sha(b"old version\n")}
+    assert ctrl_c_works(lossy_board)
 
 
-def test_reset_mid_upload_keeps_the_old_file(fs: FileSystem, mboard: Board,
-                                            mrelay: LossyRelay) -> None:
+def test_reset_mid_upload_keeps_the_old_file(fs: FileSystem, lossy_board: Board,
+                                            lossy_relay: LossyRelay) -> None:
     fs.put(b"old version\n", "lib/cfg.py")
-    fs_fast.usable(mboard)
-    mrelay.reset_after_bytes(TO_BOARD, 5000)
+    fs_fast.usable(lossy_board)
+    lossy_relay.reset_after_bytes(TO_BOARD, 5000)
     with pytest.raises(MpkernelError) as caught:
         fs.put(os.urandom(20_000), "lib/cfg.py")
     assert "reset" in str(caught.value)
     fs.ls()  # the next file command tidies up what the reset left
-    assert board_files(mboard) == {"lib/cfg.py": sha(b"old version\n")}
-    assert ctrl_c_works(mboard)
+    assert board_files(lossy_board) == {"lib/cfg.py": sha(b"old version\n")}
+    assert ctrl_c_works(lossy_board)
 
 
 def test_unplug_mid_upload_then_the_board_answers_with_the_old_file(
-        fs: FileSystem, mboard: Board, mrelay: LossyRelay) -> None:
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay) -> None:
     fs.put(b"old version\n", "data.bin")
-    timer = threading.Timer(0.8, mrelay.unplug)
+    timer = threading.Timer(0.8, lossy_relay.unplug)
     timer.start()
-    mrelay.replug_after(2.0)
+    lossy_relay.replug_after(2.0)
     with pytest.raises(MpkernelError):
         fs.put(os.urandom(20_000), "data.bin")
     timer.join()
-    files = board_files(mboard)  # reattaches: the board is reachable again
+    files = board_files(lossy_board)  # reattaches: the board is reachable again
     assert files == {"data.bin": sha(b"old version\n")}
-    assert ctrl_c_works(mboard)
+    assert ctrl_c_works(lossy_board)
 
 
 # -- folders through the magics --------------------------------------------------------------
@@ -288,8 +231,8 @@ class Notebook:
         return "".join(self.out[start:])
 
 
-def test_folders_mkdir_put_ls_sync_rm(fs: FileSystem, mboard: Board, tmp_path: Path) -> None:
-    nb = Notebook(mboard)
+def test_folders_mkdir_put_ls_sync_rm(fs: FileSystem, lossy_board: Board, tmp_path: Path) -> None:
+    nb = Notebook(lossy_board)
     src = tmp_path / "app"
     (src / "drivers" / "sensors").mkdir(parents=True)
     files = {"main.py": b"import drivers\n", "drivers/__init__.py": b"",
@@ -299,7 +242,7 @@ def test_folders_mkdir_put_ls_sync_rm(fs: FileSystem, mboard: Board, tmp_path: P
 
     nb.run("%mkdir empty")
     nb.run(f"%put {src} app")
-    assert board_files(mboard) == {f"app/{rel}": sha(d) for rel, d in files.items()}
+    assert board_files(lossy_board) == {f"app/{rel}": sha(d) for rel, d in files.items()}
     listing = nb.run("%ls app -r")
     for rel, data in files.items():
         assert any(line.split() == [f"app/{rel}", str(len(data))]
@@ -316,9 +259,9 @@ def test_folders_mkdir_put_ls_sync_rm(fs: FileSystem, mboard: Board, tmp_path: P
     want = {"app/main.py": sha(b"import drivers\n"), "app/drivers/__init__.py": sha(b""),
             "app/drivers/sensors/bme.py": sha(SOURCE[3000:5000]),
             "app/drivers/net/wifi.py": sha(b"SSID = 'x'\n")}
-    assert board_files(mboard) == want
+    assert board_files(lossy_board) == want
     assert nb.run(f"%sync {src} app").startswith("4 unchanged; uploading 0.")
 
     nb.run("%rm -r app/drivers")
-    assert board_files(mboard) == {"app/main.py": sha(b"import drivers\n")}
+    assert board_files(lossy_board) == {"app/main.py": sha(b"import drivers\n")}
     assert sorted(e.path for e in fs.ls("", recursive=True)) == ["app", "app/main.py", "empty"]

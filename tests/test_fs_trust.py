@@ -14,6 +14,7 @@ import zlib
 
 import pytest
 from harness import BAUD_115200
+from harness.checks import wipe_files
 
 from mpkernel import fs_codec as codec
 from mpkernel.fs import BoardFull, FileSystem
@@ -54,15 +55,7 @@ del __t""")
 def fs(board, relay) -> FileSystem:  # noqa: ANN001
     relay.set_throttle(rate=BAUD_115200)
     board.soft_reset()
-    if board.caps.mkdir:
-        # Earlier tests on this shared board may have left folders (os.remove cannot take them).
-        board.exec(
-            "import os\ndef __w(d):\n for e in os.ilistdir(d):\n  p=d+'/'+e[0]\n"
-            "  if e[1]==0x4000:\n   __w(p);os.rmdir(p)\n  else:\n   os.remove(p)\n"
-            "__w('')\ndel __w"
-        )
-    else:
-        board.exec("import os\nfor __n in os.listdir():\n os.remove(__n)\n__n=0\ndel __n")
+    wipe_files(board)  # folders too: earlier tests on this shared board may have left some
     return FileSystem(board)
 
 

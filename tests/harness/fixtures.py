@@ -15,7 +15,7 @@ import pytest
 
 from mpkernel.sim import ModernBoard, QemuBoard, Simulator, SimulatorMissing
 
-from .relay import Relay, open_board
+from .relay import LossyRelay, Relay, open_board
 
 
 def _started(board: QemuBoard) -> Iterator[QemuBoard]:
@@ -72,8 +72,8 @@ def sim_fd_fixture(sim: QemuBoard) -> Iterator[int]:
         os.close(fd)
 
 
-def _relay(sim: QemuBoard, fd: int, front: str) -> Iterator[Relay]:
-    relay = Relay(sim, front=front, board_fd=fd)
+def _relay(sim: QemuBoard, fd: int, front: str, kind: type[Relay] = Relay) -> Iterator[Relay]:
+    relay = kind(sim, front=front, board_fd=fd)
     try:
         assert relay.sync_board(timeout=8), "the emulated board did not answer at its prompt"
         yield relay
@@ -93,3 +93,9 @@ def relay_fixture(sim: QemuBoard, sim_fd: int) -> Iterator[Relay]:
 def rfc2217_relay_fixture(sim: QemuBoard, sim_fd: int) -> Iterator[Relay]:
     """The board behind an RFC 2217 front with DTR/RTS reset (relay.url is rfc2217://...)."""
     yield from _relay(sim, sim_fd, "rfc2217")
+
+
+@pytest.fixture(name="lossy_relay")
+def lossy_relay_fixture(sim: QemuBoard, sim_fd: int) -> Iterator[LossyRelay]:
+    """The pty relay that can also drop or garble board-bound bytes (LossyRelay)."""
+    yield from _relay(sim, sim_fd, "pty", LossyRelay)  # type: ignore[misc]

@@ -692,6 +692,59 @@ class Relay:
         self.stop()
 
 
+class LossyRelay(Relay):
+    """The relay, plus faults of the line itself: drop or flip board-bound bytes at given
+    offsets (a UART without flow control losing or garbling a byte).
+
+    `faults` is a queue of (kind, offset): each offset counts board-bound bytes from the
+    previous fault (from arming, for the first). `fault = (kind, offset)` arms just one.
+    With `after_board_says` set, counting starts only once the board printed those bytes
+    (b"R": the stream upload's ready byte), so a fault lands in the data, not in a program.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.faults: list[tuple[str, int]] = []
+        self.hits = 0
+        self.after_board_says: bytes | None = None
+
+    @property
+    def fault(self) -> tuple[str, int] | None:
+        return self.faults[0] if self.faults else None
+
+    @fault.setter
+    def fault(self, value: tuple[str, int] | None) -> None:
+        self.faults = [value] if value is not None else []
+
+    @property
+    def hit(self) -> bool:
+        return self.hits > 0
+
+    def lose_run(self, after: int, count: int) -> None:
+        """Drop `count` consecutive board-bound bytes, starting `after` bytes from now."""
+        self.faults = [("drop", after)] + [("drop", 0)] * (count - 1)
+
+    def _deliver(self, direction: str, data: bytes) -> None:
+        if direction == TO_HOST and self.after_board_says and self.after_board_says in data:
+            self.after_board_says = None
+        if direction == TO_BOARD and self.faults and not self.after_board_says:
+            out, pos = bytearray(), 0
+            while self.faults:
+                kind, left = self.faults[0]
+                if pos + left >= len(data):
+                    self.faults[0] = (kind, left - (len(data) - pos))
+                    break
+                at = pos + left
+                out += data[pos:at]
+                if kind == "flip":
+                    out.append(data[at] ^ 0x5A)
+                pos = at + 1
+                self.faults.pop(0)
+                self.hits += 1
+            data = bytes(out + data[pos:])
+        super()._deliver(direction, data)
+
+
 def open_board(pty_path: str) -> int:
     """Open the board's pty raw and non-blocking (a pty starts cooked: echo, CR/LF mangling)."""
     fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
