@@ -22,6 +22,7 @@ Downloads mirror them: framed raw bytes with per-frame sums, or printed literals
 from __future__ import annotations
 
 import ast
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from mpkernel.rawrepl import LinePacer, find_reset
 
 Progress = Callable[[int, int], None]
 SETTLE = 0.04  # s: the pause between the board's R and the first frame (see stream_upload)
+SILENT = 5.0  # s without a byte from the board during an upload: it stopped answering
 # Globals the upload programs define; removed after a failure left them behind.
 HELPERS = ("__mpk_up", "__mpk_op", "__mpk_fr", "__mpk_end", "__mpk_sc", "__mpk_ad")
 
@@ -76,23 +78,28 @@ _SHA = """def __mpk_ad(n):
 """
 
 # Stream upload. The program text never changes (its names are interned once, not per
-# upload); the file name, journal state and expected digest come as one string argument
-# longer than 10 characters, which MicroPython does not intern. The board writes the journal
-# and creates the file before it says R, so nothing arrives while flash is being written for
-# them. It keeps what it received in `b`, skips to the next byte that could start the frame it
-# expects after a loss, and sends NAK+seq once per loss (again after 300 ms of silence). At
-# the end it reads the file back and prints its digest; a copy that does not match, or any
-# failure, makes it remove the file itself. Then, success or not, it drains what the host
-# still had in flight (resent frames of a go-back can follow the end frame) before Ctrl-C is
-# on again: a 0x03 among those bytes would otherwise raise KeyboardInterrupt in the next
-# program (the seeded soak saw exactly that: a replace's copy step interrupted, no interrupt
-# sent).
+# upload); the file name, journal state, expected digest and end mark come as one string
+# argument longer than 10 characters, which MicroPython does not intern. The board writes the
+# journal and creates the file before it says R, so nothing arrives while flash is being
+# written for them. It keeps what it received in `b` and skips to the next byte that could
+# start the frame it expects. It sends NAK+seq when there is evidence that frame is damaged
+# or gone (its sum fails, it stays incomplete through 50 ms of silence, or a later frame's
+# header shows up), again at most every 50 ms while that goes on and after 100 ms of silence;
+# a copy of a frame it already has is skipped without a word (the host resends exact copies,
+# see _FrameSender). At the end it reads the file back and prints its digest; a copy that does
+# not match, or any failure, makes it remove the file itself. Then, success or not, it drains
+# what the host still had in flight (copies of a go-back can follow the end frame) before
+# Ctrl-C is on again: a 0x03 among those bytes would otherwise raise KeyboardInterrupt in the
+# next program (the seeded soak saw exactly that). After a success the host sends the end mark
+# once it has the D, and the drain ends when the mark arrives (1.5 s at most): it was the last
+# byte the host sent, so nothing is left to arrive later as the start of the next program.
 _STREAM_SCAN = """def __mpk_sc(b,e,F,w):
  if len(b)<5:return b,2 if b and w>50 else 0,5,None
  m=b[1]|b[2]<<8
  if m==65535 and b[0]==0:return b,3,0,None
- if b[0]!=e&255 or m>F:
-  i=b.find(bytes([e&255]),1);return (b[i:] if i>0 else b''),2,5,None
+ s=(b[0]-e)&255
+ if s or m>F:
+  i=b.find(bytes([e&255]),1);return (b[i:] if i>0 else b''),2 if 0<s<9 and m<=F else 4,5,None
  if len(b)<5+m:
   return (b[1:],2,5,None) if w>50 else (b,0,5+m,None)
  d=b[5:5+m]
@@ -126,9 +133,13 @@ def __mpk_end(S,ok,rd):
    os.remove(x)
   except OSError:
    pass
- t=tk()
- while utime.ticks_diff(tk(),t)<(60 if ok else 150):
-  if rd(96):t=tk()
+ t=tk();s=t;r=b'';m=bytes(P[3],'ascii');df=utime.ticks_diff
+ while 1:
+  d=rd(96)
+  if d:
+   t=tk();r=r[-8:]+d
+   if ok and m in r:break
+  if df(tk(),t)>(60 if ok else 150) and (not ok or df(tk(),s)>1500):break
  return g
 """
 
@@ -136,7 +147,7 @@ _STREAM_UP = """def __mpk_up(F,P):
  import micropython,utime
  from microbit import uart
  rd=uart.read;wr=uart.write;tk=utime.ticks_ms;df=utime.ticks_diff
- L=[];g=0;q=5;e=1;ok=0;y='';k=0;S=__mpk_op(P)
+ L=[];g=0;q=5;e=1;ok=0;y='';k=0;n=0;S=__mpk_op(P)
  micropython.kbd_intr(-1)
  try:
   wr(b'R');t=tk();z=t
@@ -145,16 +156,16 @@ _STREAM_UP = """def __mpk_up(F,P):
    if d:L.append(d);g+=len(d);t=tk()
    w=df(tk(),t)
    if g<q and w<=50:continue
-   if k and w>300:
+   if k and w>100:
     if df(tk(),z)>2000:y='timeout';break
-    L=[];g=0;q=5;t=tk();wr(b'N'+bytes([e&255]));continue
+    L=[];g=0;q=5;t=tk();n=t;wr(b'N'+bytes([e&255]));continue
    if w>3000:y='timeout';break
    b,a,q,d=__mpk_sc(b''.join(L),e,F,w)
    L=[b] if b else [];g=len(b)
    if a==3:y='abort';break
-   if a==2:
+   if a>1:
     if df(tk(),z)>2000:y='timeout';break
-    if not k:k=1;wr(b'N'+bytes([e&255]))
+    if a==2 and (not k or df(tk(),n)>50):k=1;n=tk();wr(b'N'+bytes([e&255]))
    if a==1:
     k=0;z=tk();r=__mpk_fr(d,S)
     if r=='F':y='full';wr(b'F');print(S[2]);break
@@ -283,6 +294,7 @@ class UploadReport:
     digest: str
     method: str
     note: str = ""
+    frames: int = 0  # frames the data was cut into, the end frame included (0: not framed)
 
 
 class UploadFailed(MpkernelError):
@@ -312,6 +324,14 @@ class _Channel:
 
     def exact(self, count: int, timeout: float) -> bytes:
         return self.repl.read_exact(count, timeout)
+
+    def poll(self, timeout: float) -> bytes | None:
+        """The next byte, or None when none came within `timeout` (already-arrived bytes are
+        looked at even when it is 0)."""
+        try:
+            return self.repl.read_byte(max(timeout, 0.001))
+        except BoardTimeout:
+            return None
 
     def unexpected(self, first: bytes) -> MpkernelError:
         """Something other than protocol bytes: a reboot, or the program ended with an error."""
@@ -373,6 +393,94 @@ def _start(board, program: str) -> _Channel:  # noqa: ANN001
     return chan
 
 
+class _FrameSender:
+    """The host's half of the stream upload's go-back-N: which frames are in flight, when
+    each crossed the line, and when one counts as lost.
+
+    A frame keeps its bytes and number for the whole upload, so every resend is an exact
+    copy: the board skips a copy of a frame it already has (its number is not the one it
+    waits for), and a resend that was not needed costs only line time. (Cutting frames
+    again after a loss once wrote wrong files: a NAK the board sent before hearing a resend,
+    taken as fresh, re-cut a frame whose earlier copy the board then acknowledged; the
+    read-back checksum caught it.) A frame counts as lost when the board says so (NAK) or
+    when no word about it came within a few round trips of its last byte (the board's NAK,
+    or the frame's header, may be what was lost). Losses on an emulated board come in
+    bursts while its process is not scheduled, and a pause can pile up only what is in
+    flight: after a loss the window halves, and it grows back after clean acknowledgements.
+    """
+
+    MIN_WAIT = 0.08  # s: the least time to wait for a word on a frame after its last byte
+    GIVE_UP = 20.0  # s without an acknowledged frame
+
+    def __init__(self, link: LinePacer, data: bytes, frame_size: int, window: int) -> None:
+        self.link = link
+        self.frames = [codec.frame(seq, data[pos : pos + frame_size])
+                       for seq, pos in enumerate(range(0, len(data), frame_size), start=1)]
+        self.frames.append(codec.end_frame(len(self.frames) + 1))
+        self.size = len(data)
+        self.frame_size = frame_size
+        self.window = self.max_window = max(1, window)
+        self.base = 1  # the oldest frame not yet acknowledged
+        self.next = 1  # the next frame to put on the line
+        self.began: dict[int, float] = {}  # seq -> when its latest copy started on the line
+        self.ended: dict[int, float] = {}  # seq -> when its latest copy had crossed it
+        self.copies: dict[int, int] = {}
+        self.round_trip = 0.03  # s, smoothed: last byte out -> acknowledgement back
+        self.shortest_trip = 0.0  # s: no word about a copy comes back sooner than this
+        self.clean = self.losses = self.resends = self.wire = 0
+        self.last_progress = time.monotonic()
+
+    @property
+    def acknowledged(self) -> int:
+        return min(self.size, (self.base - 1) * self.frame_size)
+
+    def fill_window(self) -> None:
+        last = len(self.frames)
+        while self.next <= last and self.next - self.base < self.window:
+            seq, out = self.next, self.frames[self.next - 1]
+            self.began[seq] = max(time.monotonic(), self.link.free)
+            self.link.write(out)
+            self.ended[seq] = max(time.monotonic(), self.link.free)
+            self.copies[seq] = self.copies.get(seq, 0) + 1
+            self.wire += len(out)
+            self.next += 1
+
+    def wait_for_word(self) -> float:
+        """Seconds to wait for the board's word on the oldest frame before calling it lost."""
+        allowance = max(self.MIN_WAIT, 3 * self.round_trip)
+        return max(0.0, self.ended[self.base] + allowance - time.monotonic())
+
+    def nak_is_fresh(self, seq: int) -> bool:
+        """A NAK for the oldest frame that the board can have sent after hearing its latest
+        copy. The board repeats its NAK while the line brings it the rest of what was in
+        flight; those are about copies that were already sent again."""
+        if seq != self.base & 0xFF:
+            return False
+        return time.monotonic() >= self.began[self.base] + self.shortest_trip
+
+    def acked(self) -> None:
+        now = time.monotonic()
+        if self.copies.get(self.base) == 1:  # a trip time only from a frame sent once
+            trip = max(0.0, now - self.ended[self.base])
+            self.round_trip += (trip - self.round_trip) / 4
+            self.shortest_trip = min(self.shortest_trip or trip, trip)
+        self.base += 1
+        self.next = max(self.next, self.base)
+        self.last_progress = now
+        self.clean += 1
+        if self.clean >= 4 and self.window < self.max_window:
+            self.window, self.clean = self.window + 1, 0
+
+    def go_back(self) -> bool:
+        """Send again from the oldest frame; False when the line is too poor to go on."""
+        self.losses += 1
+        self.resends += self.next - self.base
+        self.next = self.base
+        self.window, self.clean = max(1, self.window // 2), 0
+        stuck = time.monotonic() - self.last_progress > self.GIVE_UP
+        return not stuck and self.losses <= 100 + self.size // 64
+
+
 def stream_upload(
     board,  # noqa: ANN001 - mpkernel.board.Board (import cycle)
     data: bytes,
@@ -397,65 +505,39 @@ def stream_upload(
     board.exec(checksum_program(kind) + _STREAM_SCAN)
     board.exec(_STREAM_HELP)
     state = journal.split("\n")[0] if journal else ""
-    params = "\n".join((target, state, want))  # check_path keeps control characters out
+    # The end mark tells the board that nothing more is on its way (see _STREAM_HELP): a
+    # random word per upload, so no file's bytes still in flight can end the drain early.
+    end_mark = secrets.token_hex(4)
+    params = "\n".join((target, state, want, end_mark))  # check_path keeps control chars out
     chan = _start(board, _call(_STREAM_UP, f"__mpk_up({frame_size},{params!r})",
                                "__mpk_up,__mpk_op,__mpk_fr,__mpk_end,__mpk_sc,__mpk_ad"))
-    # Frame i covers data[spans[i][0]:spans[i][1]]; frames count from 1 (the board's file is
-    # open when it says R) and the last is the end marker. After a loss the frames from the
-    # lost one on are cut again, smaller and fewer in flight (the board was falling behind: a
-    # loaded emulator host, a busy board), and grow back after a run of clean
-    # acknowledgements.
-    spans: list[tuple[int, int]] = [(0, 0)]
-    pos = 0
-    size, win, clean = frame_size, window, 0
-    wire = resends = losses = 0
-    base = 1
-    done_sending = False
-    link = LinePacer(board.link)
+    sender = _FrameSender(LinePacer(board.link), data, frame_size, window)
     # Measured on the emulated micro:bit: bytes that reach the board in its first ~30 ms of
     # listening arrive in bursts its 63-byte receive ring cannot hold (even with the file
     # already open, even with a pause on the board before R), and a lost first window costs
     # ~0.1 s to recover; sent after this pause, they arrived whole in almost every run.
     time.sleep(SETTLE)
-    last_progress = time.monotonic()
+    heard = time.monotonic()  # when the board last said anything
     try:
         while True:
             if board.interrupt_requested:
-                return _abort(chan, "interrupt", spans[base - 1][1])
-            while not done_sending and len(spans) - base < win:
-                seq = len(spans)
-                if pos < len(data):
-                    chunk = data[pos : pos + size]
-                    spans.append((pos, pos + len(chunk)))
-                    pos += len(chunk)
-                    out = codec.frame(seq, chunk)
-                else:
-                    spans.append((pos, pos))
-                    out = codec.end_frame(seq)
-                    done_sending = True
-                link.write(out)
-                wire += len(out)
-            reply = chan.byte(5.0)
-            if reply == codec.ACK:
-                base += 1
-                clean += 1
-                last_progress = time.monotonic()
-                if clean >= 8 and (size < frame_size or win < window):
-                    size, win, clean = min(frame_size, size * 2), min(window, win + 1), 0
+                return _abort(chan, "interrupt", sender.acknowledged)
+            sender.fill_window()
+            reply = chan.poll(sender.wait_for_word())
+            if reply is not None:
+                heard = time.monotonic()
+            elif time.monotonic() - heard > SILENT:
+                raise BoardTimeout(
+                    f"The board stopped answering during the transfer (no reply in {SILENT:.0f}"
+                    " s).", "Run %doctor if this repeats.")
+            if reply is None or reply == codec.NAK:
+                lost = reply is None or sender.nak_is_fresh(chan.byte(5.0)[0])
+                if lost and not sender.go_back():
+                    return _abort(chan, "error", sender.acknowledged)
+            elif reply == codec.ACK:
+                sender.acked()
                 if progress is not None:
-                    progress(spans[base - 1][1], len(data))
-            elif reply == codec.NAK:
-                seq = chan.byte(5.0)[0]
-                if seq == base & 0xFF and len(spans) > base:
-                    losses += 1
-                    resends += len(spans) - base
-                    if time.monotonic() - last_progress > 20 or losses > 100 + len(data) // 64:
-                        return _abort(chan, "error", spans[base - 1][1])
-                    # Go back: the board waits for frame `base`; cut again from its start.
-                    pos = spans[base][0]
-                    del spans[base:]
-                    done_sending = False
-                    size, win, clean = max(48, size // 2), max(1, win // 2), 0
+                    progress(sender.acknowledged, len(data))
             elif reply == codec.DONE:
                 break
             elif reply == codec.FULL:
@@ -464,6 +546,7 @@ def stream_upload(
                 raise UploadFailed("full", cause="full", written=written)
             else:
                 raise chan.unexpected(reply)
+        board.link.write(end_mark.encode())
     except LinkLost:
         board.drop_link()
         raise
@@ -477,7 +560,8 @@ def stream_upload(
         raise UploadFailed(
             f"The board's copy did not match after writing (checksum {digest}, expected "
             f"{want}); it was removed.", "Run the command again.", cause="verify")
-    return UploadReport(len(data), wire, time.monotonic() - started, resends, digest, "stream")
+    return UploadReport(len(data), sender.wire, time.monotonic() - started, sender.resends,
+                        digest, "stream", frames=len(sender.frames))
 
 
 def _abort(chan: _Channel, cause: str, written: int) -> UploadReport:

@@ -1,0 +1,123 @@
+"""The micro:bit's stream upload on a line that loses bytes (issue 13: trust under load).
+
+The emulated micro:bit loses input bytes when its host is busy (its 63-byte receive ring
+overflows when QEMU catches up after a pause). These tests make such losses happen on
+purpose, at chosen bytes (the lossy relay) and at random moments (the emulator paused, as a
+busy scheduler does), and check what the user relies on: the file on the board is exactly
+the data (the board's own Adler-32 and size), or the old file is untouched; the summary's
+count of resent frames is what the line cost; Ctrl-C works afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+from harness.checks import ctrl_c_works, wipe_files
+from harness.relay import BAUD_115200, USB_SERIAL_LATENCY, LossyRelay
+from harness.stall import Staller
+
+from mpkernel.board import Board
+from mpkernel.fs import FileSystem
+
+pytestmark = [pytest.mark.device, pytest.mark.boards(
+    "microbit", reason="the stream method is the micro:bit's (the modern board has fs_fast)")]
+
+
+@pytest.fixture
+def fs(lossy_board: Board, lossy_relay: LossyRelay) -> FileSystem:
+    lossy_relay.set_throttle(rate=BAUD_115200, latency=USB_SERIAL_LATENCY)
+    lossy_board.soft_reset()
+    wipe_files(lossy_board)
+    return FileSystem(lossy_board)
+
+
+def board_files(board: Board) -> dict[str, tuple[int, int]]:
+    """Every file on the board: (size, Adler-32), computed by the board's own program."""
+    out = board.exec("""import os
+def __a(n):
+ a=1;b=0
+ with open(n,'rb') as f:
+  while 1:
+   c=f.read(128)
+   if not c:break
+   for x in c:
+    a=(a+x)%65521;b=(b+a)%65521
+ return b*65536+a
+for __n in os.listdir():
+ print(__n,os.size(__n),__a(__n))
+del __a,__n""")
+    return {name: (int(size), int(adler))
+            for name, size, adler in (line.split() for line in out.splitlines() if line)}
+
+
+def expect(data: bytes) -> tuple[int, int]:
+    return len(data), zlib.adler32(data)
+
+
+@pytest.mark.parametrize("fault", ["drop", "flip"])
+def test_a_lost_or_garbled_byte_costs_a_resend_not_the_file(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay, fault: str) -> None:
+    data = os.urandom(3000)
+    fs.put(b"neighbour", "other.txt")
+    lossy_relay.fault = (fault, 1500)  # inside a frame of the upload
+    lossy_relay.after_board_says = b"R"
+    result = fs.put(data, "f.bin")
+    assert lossy_relay.hit
+    assert result.resends >= 1
+    assert board_files(lossy_board) == {"f.bin": expect(data), "other.txt": expect(b"neighbour")}
+    assert ctrl_c_works(lossy_board)
+
+
+def test_a_resend_that_is_lost_again_is_sent_again(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay) -> None:
+    """Losses under load come in bursts: the copy sent after a NAK can be hit too (the old
+    board program then stayed silent for 300 ms before asking again)."""
+    data = os.urandom(4000)
+    # One byte lost every 200 bytes for 2 KB: the frames in flight and their resends.
+    lossy_relay.faults = [("drop", 1000)] + [("drop", 200)] * 10
+    lossy_relay.after_board_says = b"R"
+    result = fs.put(data, "f.bin")
+    assert lossy_relay.hits == 11
+    assert result.resends >= 3
+    assert board_files(lossy_board) == {"f.bin": expect(data)}
+    assert ctrl_c_works(lossy_board)
+
+
+def test_a_lost_frame_header_is_noticed_without_a_nak(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay) -> None:
+    """A run of 40 lost bytes (a frame's header and the start of its data): the host's
+    timer on that frame, or the next frame's header, brings the resend."""
+    data = os.urandom(3000)
+    lossy_relay.lose_run(1200, 40)
+    lossy_relay.after_board_says = b"R"
+    result = fs.put(data, "f.bin")
+    assert lossy_relay.hits == 40
+    assert result.resends >= 1
+    assert board_files(lossy_board) == {"f.bin": expect(data)}
+
+
+def test_a_replace_through_a_lossy_line_keeps_one_version(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay) -> None:
+    old, new = os.urandom(2000), os.urandom(2500)
+    fs.put(old, "f.bin")
+    lossy_relay.faults = [("drop", 800), ("flip", 700), ("drop", 300)]
+    lossy_relay.after_board_says = b"R"
+    result = fs.put(new, "f.bin")
+    assert result.resends >= 1
+    assert board_files(lossy_board) == {"f.bin": expect(new)}
+
+
+def test_uploads_while_the_emulator_keeps_being_paused_are_exact(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay, sim: object) -> None:
+    """The busy host itself: QEMU paused 6-30 ms at random, 8 times a second (seeded)."""
+    files = {f"s{i}.bin": os.urandom(2500 + 500 * i) for i in range(3)}
+    with Staller(sim.pid, rate=8.0, seed=13) as staller:  # type: ignore[attr-defined]
+        results = [fs.put(data, name) for name, data in files.items()]
+        got = {name: fs.get(name) for name in files}
+    assert staller.pauses > 0
+    assert board_files(lossy_board) == {name: expect(data) for name, data in files.items()}
+    assert got == files
+    assert [r.size for r in results] == [len(d) for d in files.values()]
+    assert ctrl_c_works(lossy_board)
