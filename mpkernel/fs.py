@@ -96,13 +96,23 @@ class PutResult:
     method: str
     resends: int = 0
     note: str = ""  # how the upload deviated from the usual way, in words
+    frames: int = 0  # frames the upload was cut into (0: not framed)
 
     def summary(self) -> str:
         rate = self.size / self.seconds if self.seconds > 0 else 0.0
-        extra = f", {self.resends} frames resent" if self.resends else ""
+        # A few frames sent twice is routine on a line without flow control (and on the
+        # emulated board whenever its host is busy); it is worth a word only when it cost
+        # the upload a noticeable share of its time.
+        extra = (f"; the line lost bytes, so {self.resends} of {self.frames} frames went "
+                 "twice" if self.frames and self.resends * 4 > self.frames else "")
         return (f"Wrote {self.path} ({self.size} bytes) in {self.seconds:.2f} s "
                 f"({rate / 1024:.1f} KB/s{extra}); verified: the board's {self.digest_kind} "
-                f"{self.digest[:16]} matches." + (f" {self.note}" if self.note else ""))
+                f"{shown_digest(self.digest)} matches." + (f" {self.note}" if self.note else ""))
+
+
+def shown_digest(digest: str) -> str:
+    """A digest as the user reads it: hex only (the kind is named beside it), 16 digits."""
+    return digest.rpartition(":")[2][:16]
 
 
 @dataclass
@@ -123,7 +133,8 @@ class GetResult:
                  "that did not match)" if self.retries else "")
         return (f"Saved {saved_as} ({size} bytes) in {self.seconds:.2f} s "
                 f"({rate / 1024:.1f} KB/s){again}; verified: the size the board lists and "
-                f"the board's {self.digest_kind} {self.digest[:16]} of {self.path} match.")
+                f"the board's {self.digest_kind} {shown_digest(self.digest)} of {self.path} "
+                "match.")
 
 
 @dataclass(frozen=True)
@@ -367,8 +378,8 @@ del __mpk_ls
                                  method, attempt)
         raise FileError(
             f"The download of {path} did not match the board's copy twice: received "
-            f"{len(data)} bytes (the board lists {size}), {kind} {host_digest[:16]} (the "
-            f"board's: {board_digest[:16]}). Nothing was saved.",
+            f"{len(data)} bytes (the board lists {size}), {kind} {shown_digest(host_digest)} "
+            f"(the board's: {shown_digest(board_digest)}). Nothing was saved.",
             "Run the command again; check the cable if it repeats.")
 
     def size(self, path: str) -> int:
@@ -669,7 +680,7 @@ del __mpk_rm,__A
                 target, path, want, info, existed=kind is not None)) if x)
         return PutResult(path, len(data), time.monotonic() - started, report.digest,
                          "SHA-256" if info.digest == "sha256" else "Adler-32", report.method,
-                         report.resends, report.note)
+                         report.resends, report.note, report.frames)
 
     def _put_in_place(self, temp: str, path: str, want: str, info: FsInfo, *,
                       existed: bool) -> str:

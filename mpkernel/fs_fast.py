@@ -405,7 +405,7 @@ def upload(
             f"{want[:16]}).", "Run the command again.", cause="verify")
     method = "fast" + (f", {plan.how}" if plan.how != "raw" else "")
     return UploadReport(len(data), sent.wire, time.monotonic() - started, sent.resends, digest,
-                        method, note)
+                        method, note, frames=len(plan.frames) + 1)
 
 
 @dataclass
