@@ -1,6 +1,7 @@
 """File transfer speed on both emulated boards, and mpremote's `fs cp` on the modern one.
 
-Run: `python bench/bench_files.py [--repeat 10] [--boards microbit,qemu] [--no-mpremote]`
+Run: `python bench/bench_files.py [--repeat 10] [--boards microbit,qemu] [--no-mpremote]
+[--latencies 4,16,none] [--busy N] [--stall RATE]`
 (needs qemu-system-arm, the micro:bit firmware and the modern board built; mpremote from the
 test extra for its rows). Each board runs behind the test harness's relay, throttled to
 115200 baud (11,520 bytes/s each way) with a one-way latency of 4 ms (a CP210x/CH340
@@ -37,6 +38,7 @@ import contextlib
 import io
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +56,7 @@ from harness.relay import (  # noqa: E402
     Relay,
     open_board,
 )
+from harness.stall import Staller  # noqa: E402
 
 from mpkernel.board import Board  # noqa: E402
 from mpkernel.errors import MpkernelError  # noqa: E402
@@ -296,6 +299,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--boards", default="microbit,qemu")
     parser.add_argument("--no-mpremote", action="store_true")
+    parser.add_argument("--latencies", default="4,16,none",
+                        help="one-way latencies in ms to measure, 'none' for unthrottled")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="start this many busy processes for the run (a loaded machine)")
+    parser.add_argument("--stall", type=float, default=0.0,
+                        help="pause the emulator this many times a second, 6-30 ms each "
+                             "(tests/harness/stall.py: a busy host, reproducibly)")
     args = parser.parse_args()
     if not args.no_mpremote:
         try:
@@ -303,26 +313,47 @@ def main() -> None:
         except ImportError:
             raise SystemExit("mpremote is not installed: pip install mpremote, or run with "
                              "--no-mpremote") from None
-    latencies: tuple[float | None, ...] = (*LATENCIES, None)
+    latencies = tuple(None if x == "none" else float(x) / 1000
+                      for x in args.latencies.split(","))
     rows: list[Row] = []
-    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.busy)]
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+          f"{args.busy} busy process{'es' * (args.busy != 1)} started for the run; "
+          + (f"emulator paused {args.stall}/s for 6-30 ms" if args.stall else "no pauses"))
+    try:
+        rows = measure(args, latencies)
+    finally:
+        for hog in hogs:
+            hog.kill()
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    report(rows, args.repeat)
+
+
+def measure(args: argparse.Namespace, latencies: tuple[float | None, ...]) -> list[Row]:
+    rows: list[Row] = []
     for name in args.boards.split(","):
         sim: QemuBoard = Simulator() if name == "microbit" else ModernBoard(fresh=True)
         relay, fd = start(sim)
+        staller = Staller(sim.pid or 0, args.stall, seed=7)
         try:
             board = Board(relay.url)
             print(board.connect())
             size = 20_000 if name == "qemu" else 10_000
-            rows += run_ours(name, board, relay, size, args.repeat, latencies)
+            with staller:
+                rows += run_ours(name, board, relay, size, args.repeat, latencies)
             board.close()
             if name == "qemu" and not args.no_mpremote:
-                rows += run_mpremote(relay.url, relay, size, args.repeat, latencies)
+                with Staller(sim.pid or 0, args.stall, seed=8):
+                    rows += run_mpremote(relay.url, relay, size, args.repeat, latencies)
         finally:
             relay.stop()
             os.close(fd)
             sim.stop()
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    report(rows, args.repeat)
+        if args.stall:
+            print(f"{name}: the emulator was paused {staller.pauses} times, "
+                  f"{staller.paused_for:.1f} s in all")
+    return rows
 
 
 if __name__ == "__main__":
