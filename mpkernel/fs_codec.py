@@ -15,27 +15,45 @@ from dataclasses import dataclass
 from mpkernel.errors import MpkernelError
 
 # -- stream frames (the raw binary channel) ----------------------------------------------
-# A frame is: seq (1 byte, mod 256), length (2 bytes LE), sum of the payload bytes mod 2**16
-# (2 bytes LE), payload. Length 0 ends the file; ABORT_LEN asks the board to give up.
-FRAME_HEADER = 5
+# A frame is: where its payload goes in the file (the byte offset mod 2**16, 2 bytes LE),
+# length (2 bytes LE), sum of the payload bytes mod 2**16 (2 bytes LE), the payload, and one
+# trailer byte, (offset + length + 0x5A) mod 256. The trailer is what notices a byte lost
+# inside a frame: the frame is then completed by the next frame's first byte, and the sum
+# alone still matched when that byte equalled the lost one (1 loss in 256, seen in benchmarks
+# under load); that byte is the next offset's low byte, which is never the trailer. Length 0
+# at the file's size ends the file; ABORT_LEN at offset 0 asks the board to give up. Frames
+# are named by offset, not by a counter, so the host may cut the data again after a loss: a
+# copy the board already has starts before its position and is skipped, whatever its length.
+FRAME_HEADER = 6
+FRAME_OVERHEAD = FRAME_HEADER + 1  # the trailer
 ABORT_LEN = 0xFFFF
-ACK = b"k"  # one per good frame, in order
-NAK = b"N"  # a frame was short or corrupt; the board drained the line and wants a resend
+ACK = b"k"  # + the board's position (2 bytes LE): every byte before it is written
+NAK = b"N"  # + the position: the frame that should start there is damaged or missing
 FULL = b"F"  # the filesystem filled up (ENOSPC); followed by the bytes written so far
 DONE = b"D"  # the end frame arrived and the file is closed
 
 
-def frame(seq: int, payload: bytes) -> bytes:
-    """One upload frame: header (seq, length, 16-bit sum) and the payload."""
-    return struct.pack("<BHH", seq & 0xFF, len(payload), sum(payload) & 0xFFFF) + payload
+def trailer(offset: int, length: int) -> int:
+    return (offset + length + 0x5A) & 0xFF
 
 
-def end_frame(seq: int) -> bytes:
-    return struct.pack("<BHH", seq & 0xFF, 0, 0)
+def frame(offset: int, payload: bytes) -> bytes:
+    """One upload frame: header (offset, length, 16-bit sum), the payload, the trailer."""
+    return (struct.pack("<HHH", offset & 0xFFFF, len(payload), sum(payload) & 0xFFFF)
+            + payload + bytes([trailer(offset, len(payload))]))
+
+
+def end_frame(offset: int) -> bytes:
+    return struct.pack("<HHH", offset & 0xFFFF, 0, 0) + bytes([trailer(offset, 0)])
 
 
 def abort_frame() -> bytes:
-    return struct.pack("<BHH", 0, ABORT_LEN, 0)
+    return struct.pack("<HHH", 0, ABORT_LEN, 0)
+
+
+def position(low16: int, near: int) -> int:
+    """The file position whose low 16 bits the board sent, at or after `near`."""
+    return near + ((low16 - near) & 0xFFFF)
 
 
 def parse_download_header(header: bytes) -> tuple[int, int]:

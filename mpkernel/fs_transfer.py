@@ -4,15 +4,16 @@ Two methods, chosen by `fs.FileSystem` from what the firmware has:
 
 - stream: one small program on the board turns off Ctrl-C (`micropython.kbd_intr(-1)`) and
   reads framed raw bytes from the UART (`microbit.uart`), so any byte costs one byte on the
-  wire. The board's receive ring holds only 63 bytes and, when its Python falls behind (a
-  garbage collection, a busy emulator host), bytes are lost; so frames carry a sequence
-  number and a sum, every good frame is acknowledged, a bad one is answered with NAK after
-  the line went quiet, and the host resends from there (go-back-N). A window of frames in
-  flight hides the USB latency. At the end the program reads the file back and prints its
-  digest. It gives up by itself after 3 s of silence, or 2 s without a good frame (a host
-  that vanished mid-upload and came back sends Ctrl-C bursts, not frames), so the board is
-  never left deaf to Ctrl-C. Where its programs do not fit the board's RAM, fs falls back
-  to the exec method.
+  wire. The board's receive ring holds only 63 bytes and, when its Python falls behind (on
+  the emulated board: whenever its host is busy), bytes are lost; so each frame names the
+  file offset it belongs at and carries a sum and a trailer byte (see fs_codec), the board
+  acknowledges every good frame with its position and answers a damaged or missing one with
+  NAK, and the host sends again from the board's position (go-back-N, see _FrameSender). A
+  window of frames in flight hides the USB latency. At the end the program reads the file
+  back and prints its digest. It gives up by itself after 3 s of silence, or 2 s without a
+  good frame (a host that vanished mid-upload and came back sends Ctrl-C bursts, not
+  frames), so the board is never left deaf to Ctrl-C. Where its programs do not fit the
+  board's RAM, fs falls back to the exec method.
 - exec: one `f.write(<expression>)` per chunk through the raw REPL (raw-paste where it
   exists), each chunk encoded as repr, base64 or deflate, whichever is shortest.
 
@@ -43,7 +44,7 @@ Progress = Callable[[int, int], None]
 SETTLE = 0.04  # s: the pause between the board's R and the first frame (see stream_upload)
 SILENT = 5.0  # s without a byte from the board during an upload: it stopped answering
 # Globals the upload programs define; removed after a failure left them behind.
-HELPERS = ("__mpk_up", "__mpk_op", "__mpk_fr", "__mpk_end", "__mpk_sc", "__mpk_ad")
+HELPERS = ("__mpk_up", "__mpk_op", "__mpk_fr", "__mpk_end", "__mpk_sc", "__mpk_ad", "__mpk_ps")
 
 # -- board-side programs (MicroPython 1.9 syntax: no f-strings, no str.encode) -----------------
 # Adler-32 in Python, printed as two 16-bit halves so no long-int support is needed. The
@@ -94,17 +95,19 @@ _SHA = """def __mpk_ad(n):
 # once it has the D, and the drain ends when the mark arrives (1.5 s at most): it was the last
 # byte the host sent, so nothing is left to arrive later as the start of the next program.
 _STREAM_SCAN = """def __mpk_sc(b,e,F,w):
- if len(b)<5:return b,2 if b and w>50 else 0,5,None
- m=b[1]|b[2]<<8
- if m==65535 and b[0]==0:return b,3,0,None
- s=(b[0]-e)&255
+ if len(b)<6:return b,2 if b and w>50 else 0,6,None
+ m=b[2]|b[3]<<8
+ if m==65535 and b[0]==0 and b[1]==0:return b,3,0,None
+ s=(b[0]|b[1]<<8)-e&65535
  if s or m>F:
-  i=b.find(bytes([e&255]),1);return (b[i:] if i>0 else b''),2 if 0<s<9 and m<=F else 4,5,None
- if len(b)<5+m:
-  return (b[1:],2,5,None) if w>50 else (b,0,5+m,None)
- d=b[5:5+m]
- if sum(d)&65535!=b[3]|b[4]<<8:return b[1:],2,5,None
- return b[5+m:],1,5,d
+  i=b.find(bytes([e&255]),1);return (b[i:] if i>0 else b''),2 if 0<s<4096 and m<=F else 4,6,None
+ if len(b)<7+m:
+  return (b[1:],2,6,None) if w>50 else (b,0,7+m,None)
+ d=b[6:6+m]
+ if sum(d)&65535!=b[4]|b[5]<<8 or b[6+m]!=e+m+90&255:return b[1:],2,6,None
+ return b[7+m:],1,6,d
+def __mpk_ps(c,S):
+ return c+bytes([S[2]&255,S[2]>>8&255])
 """
 
 _STREAM_HELP = """def __mpk_op(P):
@@ -120,9 +123,10 @@ def __mpk_fr(d,S):
   return 'F'
  S[2]+=len(d)
  return 'k'
-def __mpk_end(S,ok,rd):
+def __mpk_end(S,ok,rd,wr):
  import os,utime
  tk=utime.ticks_ms;P=S[1];g=''
+ if not ok:wr(b'!')
  try:
   S[0].close()
   if ok:g=__mpk_ad(P[0])
@@ -139,7 +143,7 @@ def __mpk_end(S,ok,rd):
   if d:
    t=tk();r=r[-8:]+d
    if ok and m in r:break
-  if df(tk(),t)>(60 if ok else 150) and (not ok or df(tk(),s)>1500):break
+  if df(tk(),t)>(60 if ok else 150) and (not ok or df(tk(),s)>1500) or df(tk(),s)>3000:break
  return g
 """
 
@@ -147,7 +151,7 @@ _STREAM_UP = """def __mpk_up(F,P):
  import micropython,utime
  from microbit import uart
  rd=uart.read;wr=uart.write;tk=utime.ticks_ms;df=utime.ticks_diff
- L=[];g=0;q=5;e=1;ok=0;y='';k=0;n=0;S=__mpk_op(P)
+ L=[];g=0;q=6;ok=0;y='';k=0;n=0;S=__mpk_op(P)
  micropython.kbd_intr(-1)
  try:
   wr(b'R');t=tk();z=t
@@ -158,21 +162,21 @@ _STREAM_UP = """def __mpk_up(F,P):
    if g<q and w<=50:continue
    if k and w>100:
     if df(tk(),z)>2000:y='timeout';break
-    L=[];g=0;q=5;t=tk();n=t;wr(b'N'+bytes([e&255]));continue
+    L=[];g=0;q=6;t=tk();n=t;wr(__mpk_ps(b'N',S));continue
    if w>3000:y='timeout';break
-   b,a,q,d=__mpk_sc(b''.join(L),e,F,w)
+   b,a,q,d=__mpk_sc(b''.join(L),S[2],F,w)
    L=[b] if b else [];g=len(b)
    if a==3:y='abort';break
    if a>1:
     if df(tk(),z)>2000:y='timeout';break
-    if a==2 and (not k or df(tk(),n)>50):k=1;n=tk();wr(b'N'+bytes([e&255]))
+    if a==2 and (not k or df(tk(),n)>50):k=1;n=tk();wr(__mpk_ps(b'N',S))
    if a==1:
     k=0;z=tk();r=__mpk_fr(d,S)
     if r=='F':y='full';wr(b'F');print(S[2]);break
-    e+=1;wr(b'k' if r=='k' else b'D')
-    if r=='D':ok=1;break
+    if r=='D':ok=1;wr(b'D');break
+    wr(__mpk_ps(b'k',S))
  finally:
-  g=__mpk_end(S,ok,rd)
+  g=__mpk_end(S,ok,rd,wr)
   micropython.kbd_intr(3)
  print('='+g if ok else '!'+y)
 """
@@ -393,90 +397,121 @@ def _start(board, program: str) -> _Channel:  # noqa: ANN001
     return chan
 
 
-class _FrameSender:
-    """The host's half of the stream upload's go-back-N: which frames are in flight, when
-    each crossed the line, and when one counts as lost.
+@dataclass
+class _InFlight:
+    start: int  # where the frame's payload goes in the file
+    end: int  # start + its length (start, for the end frame)
+    began: float  # when its first byte went on the line
+    ended: float  # when its last byte had crossed the line
+    again: bool  # these bytes had been sent before (no round-trip sample from it)
 
-    A frame keeps its bytes and number for the whole upload, so every resend is an exact
-    copy: the board skips a copy of a frame it already has (its number is not the one it
-    waits for), and a resend that was not needed costs only line time. (Cutting frames
-    again after a loss once wrote wrong files: a NAK the board sent before hearing a resend,
-    taken as fresh, re-cut a frame whose earlier copy the board then acknowledged; the
-    read-back checksum caught it.) A frame counts as lost when the board says so (NAK) or
-    when no word about it came within a few round trips of its last byte (the board's NAK,
-    or the frame's header, may be what was lost). Losses on an emulated board come in
-    bursts while its process is not scheduled, and a pause can pile up only what is in
-    flight: after a loss the window halves, and it grows back after clean acknowledgements.
+
+class _FrameSender:
+    """The host's half of the stream upload: what is in flight, what the board has, when a
+    frame counts as lost, and how long the next frames are.
+
+    Frames are named by file offset and the board acknowledges with its position, so after
+    a loss the host simply sends again from the board's position, cut however it likes: a
+    copy of bytes the board already has starts before its position and is skipped. (Frames
+    once carried a counter and were re-cut after a loss; a NAK the board had sent before
+    hearing a resend, taken as fresh, then made the host re-cut a frame whose earlier copy
+    the board acknowledged, and the file came out wrong: the read-back checksum caught it.)
+    A frame counts as lost when the board says so (NAK) or when no word came within a few
+    round trips of its last byte (the board's NAK, or the frame's header, may be what was
+    lost).
+
+    Losses on an emulated board come in bursts while its process is not scheduled (a busy
+    host), and a pause can pile up only what is in flight: after a loss the window halves
+    and frames are cut half as long (down to 48 bytes, which the board's 63-byte receive
+    ring holds whatever the pause), and both grow back after clean acknowledgements.
     """
 
     MIN_WAIT = 0.08  # s: the least time to wait for a word on a frame after its last byte
-    GIVE_UP = 20.0  # s without an acknowledged frame
+    GIVE_UP = 20.0  # s without the board's position moving
+    SMALLEST = 48  # bytes: the shortest frame cut after losses
 
     def __init__(self, link: LinePacer, data: bytes, frame_size: int, window: int) -> None:
         self.link = link
-        self.frames = [codec.frame(seq, data[pos : pos + frame_size])
-                       for seq, pos in enumerate(range(0, len(data), frame_size), start=1)]
-        self.frames.append(codec.end_frame(len(self.frames) + 1))
+        self.data = data
         self.size = len(data)
-        self.frame_size = frame_size
+        self.cut = self.frame_size = max(self.SMALLEST, frame_size)
         self.window = self.max_window = max(1, window)
-        self.base = 1  # the oldest frame not yet acknowledged
-        self.next = 1  # the next frame to put on the line
-        self.began: dict[int, float] = {}  # seq -> when its latest copy started on the line
-        self.ended: dict[int, float] = {}  # seq -> when its latest copy had crossed it
-        self.copies: dict[int, int] = {}
+        self.acknowledged = 0  # the board's position: every byte before it is written
+        self.sent_to = 0  # where the next frame starts
+        self.highest = 0  # the furthest byte ever sent
+        self.flight: list[_InFlight] = []
+        self.end_sent = False  # the end frame is among those in flight
+        self.began_at: dict[int, float] = {}  # offset -> when its latest frame began
         self.round_trip = 0.03  # s, smoothed: last byte out -> acknowledgement back
         self.shortest_trip = 0.0  # s: no word about a copy comes back sooner than this
+        self.count = 0  # frames sent, copies included
         self.clean = self.losses = self.resends = self.wire = 0
         self.last_progress = time.monotonic()
 
-    @property
-    def acknowledged(self) -> int:
-        return min(self.size, (self.base - 1) * self.frame_size)
-
     def fill_window(self) -> None:
-        last = len(self.frames)
-        while self.next <= last and self.next - self.base < self.window:
-            seq, out = self.next, self.frames[self.next - 1]
-            self.began[seq] = max(time.monotonic(), self.link.free)
+        while len(self.flight) < self.window and not self.end_sent:
+            start = self.sent_to
+            chunk = self.data[start : start + self.cut]
+            out = codec.frame(start, chunk) if chunk else codec.end_frame(start)
+            began = max(time.monotonic(), self.link.free)
             self.link.write(out)
-            self.ended[seq] = max(time.monotonic(), self.link.free)
-            self.copies[seq] = self.copies.get(seq, 0) + 1
+            end = start + len(chunk)
+            again = start < self.highest or start in self.began_at  # a copy of sent bytes
+            self.flight.append(_InFlight(start, end, began, max(time.monotonic(),
+                                                                 self.link.free), again))
+            self.began_at[start] = began
+            self.resends += again
+            self.highest = max(self.highest, end)
+            self.sent_to, self.end_sent = end, not chunk
             self.wire += len(out)
-            self.next += 1
+            self.count += 1
 
     def wait_for_word(self) -> float:
         """Seconds to wait for the board's word on the oldest frame before calling it lost."""
         allowance = max(self.MIN_WAIT, 3 * self.round_trip)
-        return max(0.0, self.ended[self.base] + allowance - time.monotonic())
+        return max(0.0, self.flight[0].ended + allowance - time.monotonic())
 
-    def nak_is_fresh(self, seq: int) -> bool:
-        """A NAK for the oldest frame that the board can have sent after hearing its latest
-        copy. The board repeats its NAK while the line brings it the rest of what was in
-        flight; those are about copies that were already sent again."""
-        if seq != self.base & 0xFF:
+    def nak_is_fresh(self, low16: int) -> bool:
+        """A NAK at the board's position that it can have sent after hearing the latest
+        frame starting there. The board repeats its NAK while the line brings it the rest of
+        what was in flight; those are about copies that were already sent again."""
+        if codec.position(low16, self.acknowledged) != self.acknowledged:
             return False
-        return time.monotonic() >= self.began[self.base] + self.shortest_trip
+        began = self.began_at.get(self.acknowledged, 0.0)
+        return time.monotonic() >= began + self.shortest_trip
 
-    def acked(self) -> None:
+    def acked(self, low16: int) -> bool:
+        """The board is at this position now; False if that is beyond anything sent."""
         now = time.monotonic()
-        if self.copies.get(self.base) == 1:  # a trip time only from a frame sent once
-            trip = max(0.0, now - self.ended[self.base])
+        pos = codec.position(low16, self.acknowledged)
+        if pos > self.highest:
+            return False
+        first = self.flight[0] if self.flight else None
+        if first is not None and first.end == pos and not first.again:
+            trip = max(0.0, now - first.ended)
             self.round_trip += (trip - self.round_trip) / 4
             self.shortest_trip = min(self.shortest_trip or trip, trip)
-        self.base += 1
-        self.next = max(self.next, self.base)
+        self.acknowledged = pos
+        self.flight = [f for f in self.flight if f.start >= pos]
+        if self.flight and self.flight[0].start != pos:
+            # The board took an earlier copy cut longer, which ended inside what is in flight
+            # now: those frames no longer start where it waits. Go on from its position.
+            self.flight, self.sent_to, self.end_sent = [], pos, False
+        elif not self.flight:
+            self.sent_to = max(self.sent_to, pos)
         self.last_progress = now
         self.clean += 1
-        if self.clean >= 4 and self.window < self.max_window:
-            self.window, self.clean = self.window + 1, 0
+        if self.clean >= 8 and (self.window < self.max_window or self.cut < self.frame_size):
+            self.window = min(self.max_window, self.window + 1)
+            self.cut, self.clean = min(self.frame_size, self.cut * 2), 0
+        return True
 
     def go_back(self) -> bool:
-        """Send again from the oldest frame; False when the line is too poor to go on."""
+        """Send again from the board's position; False when the line is too poor to go on."""
         self.losses += 1
-        self.resends += self.next - self.base
-        self.next = self.base
+        self.flight, self.sent_to, self.end_sent = [], self.acknowledged, False
         self.window, self.clean = max(1, self.window // 2), 0
+        self.cut = max(self.SMALLEST, self.cut // 2)
         stuck = time.monotonic() - self.last_progress > self.GIVE_UP
         return not stuck and self.losses <= 100 + self.size // 64
 
@@ -510,7 +545,7 @@ def stream_upload(
     end_mark = secrets.token_hex(4)
     params = "\n".join((target, state, want, end_mark))  # check_path keeps control chars out
     chan = _start(board, _call(_STREAM_UP, f"__mpk_up({frame_size},{params!r})",
-                               "__mpk_up,__mpk_op,__mpk_fr,__mpk_end,__mpk_sc,__mpk_ad"))
+                               "__mpk_up,__mpk_op,__mpk_fr,__mpk_end,__mpk_sc,__mpk_ad,__mpk_ps"))
     sender = _FrameSender(LinePacer(board.link), data, frame_size, window)
     # Measured on the emulated micro:bit: bytes that reach the board in its first ~30 ms of
     # listening arrive in bursts its 63-byte receive ring cannot hold (even with the file
@@ -531,11 +566,12 @@ def stream_upload(
                     f"The board stopped answering during the transfer (no reply in {SILENT:.0f}"
                     " s).", "Run %doctor if this repeats.")
             if reply is None or reply == codec.NAK:
-                lost = reply is None or sender.nak_is_fresh(chan.byte(5.0)[0])
+                lost = reply is None or sender.nak_is_fresh(_low16(chan.exact(2, 5.0)))
                 if lost and not sender.go_back():
                     return _abort(chan, "error", sender.acknowledged)
             elif reply == codec.ACK:
-                sender.acked()
+                if not sender.acked(_low16(chan.exact(2, 5.0))):
+                    raise chan.unexpected(reply)
                 if progress is not None:
                     progress(sender.acknowledged, len(data))
             elif reply == codec.DONE:
@@ -561,7 +597,11 @@ def stream_upload(
             f"The board's copy did not match after writing (checksum {digest}, expected "
             f"{want}); it was removed.", "Run the command again.", cause="verify")
     return UploadReport(len(data), sender.wire, time.monotonic() - started, sender.resends,
-                        digest, "stream", frames=len(sender.frames))
+                        digest, "stream", frames=sender.count)
+
+
+def _low16(two: bytes) -> int:
+    return two[0] | two[1] << 8
 
 
 def _abort(chan: _Channel, cause: str, written: int) -> UploadReport:
@@ -576,8 +616,10 @@ def _abort(chan: _Channel, cause: str, written: int) -> UploadReport:
             break
         if reply == codec.NAK:
             # The abort landed inside a frame; the board now looks for a header again.
-            chan.byte(1.0)
+            chan.exact(2, 1.0)
             link.write(codec.abort_frame())
+        elif reply == codec.ACK:
+            chan.exact(2, 1.0)  # a frame that was on its way when the abort was sent
         elif reply == b"!" or reply == b"\x04":
             chan.repl.unread(reply)
             chan.finish()

@@ -54,14 +54,29 @@ def test_repr_of_binary_costs_much_more_than_base64() -> None:
     assert len(codec.encode_chunk(data, binascii=True, deflate=False)) < 1.4 * len(data)
 
 
-def test_frames_carry_sequence_length_and_sum() -> None:
+def test_frames_carry_offset_length_sum_and_trailer() -> None:
     payload = b"\x03\x04\xff" * 10
-    out = codec.frame(257, payload)
-    seq, length, total = struct.unpack("<BHH", out[:5])
-    assert (seq, length, total) == (1, 30, sum(payload) & 0xFFFF)
-    assert out[5:] == payload
-    assert codec.end_frame(3)[1:3] == b"\x00\x00"
-    assert struct.unpack("<BHH", codec.abort_frame())[1] == codec.ABORT_LEN
+    out = codec.frame(65536 + 700, payload)
+    offset, length, total = struct.unpack("<HHH", out[:6])
+    assert (offset, length, total) == (700, 30, sum(payload) & 0xFFFF)
+    assert out[6:-1] == payload and out[-1] == (700 + 30 + 0x5A) & 0xFF
+    assert codec.end_frame(3)[2:4] == b"\x00\x00" and len(codec.end_frame(3)) == 7
+    assert struct.unpack("<HHH", codec.abort_frame()) == (0, codec.ABORT_LEN, 0)
+    # The board's 16-bit position, read back as the file offset at or after the last one.
+    assert codec.position(700, near=65536 + 100) == 65536 + 700
+    assert codec.position(50, near=65500) == 65536 + 50
+
+
+def test_a_lost_byte_replaced_by_the_next_frames_first_byte_fails_the_check() -> None:
+    """The case a plain sum misses: the frame's trailer stands in for the lost byte (same
+    value), and the next frame's first byte is read where the trailer should be."""
+    data = bytearray(range(256))
+    data[6] = codec.trailer(0, 256)
+    first, second = codec.frame(0, bytes(data)), codec.frame(256, b"more")
+    damaged = first[: 6 + 6] + first[6 + 7 :] + second[:1]  # data[6] lost on the line
+    payload, tail = damaged[6 : 6 + 256], damaged[6 + 256]
+    assert payload != data and sum(payload) & 0xFFFF == sum(data) & 0xFFFF
+    assert tail != codec.trailer(0, 256)  # the board rejects it
 
 
 def test_adler_digest_matches_the_board_format() -> None:

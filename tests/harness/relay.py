@@ -703,10 +703,11 @@ class LossyRelay(Relay):
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # Set before the relay's threads start: they call _deliver at once.
         self.faults: list[tuple[str, int]] = []
         self.hits = 0
         self.after_board_says: bytes | None = None
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     @property
     def fault(self) -> tuple[str, int] | None:
