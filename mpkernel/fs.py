@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import fs_codec as codec
-from mpkernel import fs_fast
+from mpkernel import fs_fast, fs_stream
 from mpkernel import fs_transfer as transfer
 from mpkernel.errors import BoardReset, DeviceError, Interrupted, LinkLost, MpkernelError
 from mpkernel.rawrepl import ResetDuringExec
@@ -199,7 +199,7 @@ class FileSystem:
             board.exec(_FORGET, interruptible=False)
             kbd, uart = self._ask(_FS_PROBE, parse=lambda out: ast.literal_eval(out.strip()))
             if kbd and uart:
-                board.exec(transfer.INTERN, interruptible=False)
+                board.exec(fs_stream.INTERN, interruptible=False)
             caps = board.caps
             self._info = FsInfo(
                 flat=not caps.mkdir and not caps.ilistdir, stream=bool(kbd and uart),
@@ -773,7 +773,7 @@ del __mpk_kr
         if info.stream:
             size = codec.stream_frame_size(mem)
             try:
-                return transfer.stream_upload(
+                return fs_stream.stream_upload(
                     self.board, data, target, want=want,
                     journal=f"w\n{target}\n" if journal else "", frame_size=size,
                     window=codec.stream_window(size), progress=progress)
