@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mpkernel import display
+import pytest
+
+from mpkernel import display, output_filters
 from mpkernel.errors import BoardReset, DeviceError, MpkernelError
 
 
@@ -179,6 +181,14 @@ class _Upper:
         return self.held
 
 
+@pytest.fixture
+def no_default_filters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the filters a test names: %mqtt, loaded by an earlier test in this process,
+    registers the bridge's relay for every board cell (output_filters.DEFAULTS)."""
+    monkeypatch.setattr(output_filters, "DEFAULTS", {})
+
+
+@pytest.mark.usefixtures("no_default_filters")
 def test_cell_output_streams_lines_keeps_the_result_and_runs_filters() -> None:
     sent: list[str] = []
     made: list[_Upper] = []
@@ -201,6 +211,7 @@ def test_cell_output_streams_lines_keeps_the_result_and_runs_filters() -> None:
     assert sent[2:] == ["X = 6 * 7\n"] and out.result == "42"
 
 
+@pytest.mark.usefixtures("no_default_filters")
 def test_cell_output_without_a_result_shows_the_mark_and_silent_shows_nothing() -> None:
     sent: list[str] = []
     with display.CellOutput(sent.append, object(), {}, has_result=False) as out:
@@ -211,6 +222,7 @@ def test_cell_output_without_a_result_shows_the_mark_and_silent_shows_nothing() 
     assert sent == ["a\x1eb\n"] and out.result == "'value'"
 
 
+@pytest.mark.usefixtures("no_default_filters")
 def test_cell_output_shows_what_came_before_an_error() -> None:
     sent: list[str] = []
     try:
