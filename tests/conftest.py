@@ -18,6 +18,7 @@ from harness.fixtures import (  # noqa: F401  (registered by their short names)
 from harness.relay import LossyRelay, Relay, comports_with
 
 from mpkernel.board import Board
+from mpkernel.mqtt.broker import Broker
 
 
 @pytest.fixture
@@ -42,6 +43,19 @@ def lossy_board(lossy_relay: LossyRelay) -> Iterator[Board]:
         yield connected
     finally:
         connected.close()
+
+
+@pytest.fixture(scope="module")
+def local_broker() -> Iterator[Broker]:
+    """A mosquitto of the test's own on loopback, for the MQTT tests of one module."""
+    from mpkernel.mqtt.broker import start_broker
+
+    b = start_broker(port=0, bind="127.0.0.1")
+    try:
+        yield b
+    finally:
+        b.stop()
+    assert not b.running
 
 
 def pytest_configure(config: pytest.Config) -> None:

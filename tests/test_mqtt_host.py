@@ -3,22 +3,10 @@ against a real mosquitto on 127.0.0.1 (own config, free port, stopped at the end
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from mpkernel.mqtt import broker as brokers
 from mpkernel.mqtt.client import Connection, MqttError, check_topic
-
-
-@pytest.fixture(scope="module")
-def local_broker() -> Iterator[brokers.Broker]:
-    b = brokers.start_broker(port=0, bind="127.0.0.1")
-    try:
-        yield b
-    finally:
-        b.stop()
-    assert not b.running
 
 
 @pytest.mark.parametrize(("topic", "wildcards", "says"), [

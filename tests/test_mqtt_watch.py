@@ -19,15 +19,6 @@ from mpkernel.mqtt import broker as brokers
 DELAY = 0.25  # s each way through the proxy: a broker across the internet
 
 
-@pytest.fixture(scope="module")
-def local_broker() -> Iterator[brokers.Broker]:
-    b = brokers.start_broker(port=0, bind="127.0.0.1")
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
 class DelayProxy:
     """Forwards one port to another on loopback, each chunk `delay` seconds late, in order."""
 

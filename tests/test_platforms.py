@@ -464,17 +464,22 @@ def _start_tied_sleeper(release: bool, platform: str = "darwin") -> tuple[subpro
     return kernel, int(kernel.stdout.readline())
 
 
-def test_macos_watchdog_ends_the_child_when_the_kernel_is_killed(on) -> None:
-    # The watchdog is plain POSIX (a pipe and a helper process), so it runs here for real.
-    kernel, child = _start_tied_sleeper(release=False)
-    os.kill(kernel.pid, signal.SIGKILL)  # what Jupyter does on restart: no atexit runs
-    kernel.wait()
+def _assert_child_ends(child: int) -> None:
+    """The tied child is gone within 10 s of its kernel's death (killed here if not)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not _gone(child):
         time.sleep(0.1)
     if not _gone(child):
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the child outlived the process that started it")
+
+
+def test_macos_watchdog_ends_the_child_when_the_kernel_is_killed(on) -> None:
+    # The watchdog is plain POSIX (a pipe and a helper process), so it runs here for real.
+    kernel, child = _start_tied_sleeper(release=False)
+    os.kill(kernel.pid, signal.SIGKILL)  # what Jupyter does on restart: no atexit runs
+    kernel.wait()
+    _assert_child_ends(child)
 
 
 def test_macos_watchdog_released_leaves_the_child_alone(on) -> None:
@@ -500,12 +505,7 @@ def test_linux_parent_death_signal_ends_the_child_when_the_kernel_is_killed(on) 
     kernel, child = _start_tied_sleeper(release=False, platform="linux")
     os.kill(kernel.pid, signal.SIGKILL)
     kernel.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not _gone(child):
-        time.sleep(0.1)
-    if not _gone(child):
-        os.kill(child, signal.SIGKILL)
-        raise AssertionError("the child outlived the process that started it")
+    _assert_child_ends(child)
 
 
 def test_linux_and_macos_children_leave_the_kernels_process_group(on) -> None:
