@@ -28,6 +28,7 @@ RESET_SIGNATURES = (b"soft reboot\r\n", b'Type "help()" for more information.', 
 BOOT_LINE_STARTS = (b"\x00", b"soft reboot", b"MPY: soft reboot", b"PYB: soft reboot",
                     b"MicroPython v", b"rst:0x", b"ets ")
 HOLD_PARTIAL = 0.1  # s a held partial line waits for the rest of its line
+_BANNER_NEXT = b'Type "help()" for more information.'  # the line after a boot banner
 # A hard-reset micro:bit (the emulated one at least) emits a NUL as its UART comes up, and with
 # a busy main.py no banner follows for a long time: a NUL at the start of a line is taken as a
 # reboot. Board verifies every suspected reset with its session marker before saying so.
@@ -431,12 +432,21 @@ class RawRepl:
 
 
 def _boot_like_partial_line(buf: bytearray) -> int:
-    """Length of the trailing partial line if it could be the start of boot text, else 0."""
-    partial = buf[buf.rfind(b"\n") + 1 :]
+    """Length of the tail to hold back because it could be the start of boot text, else 0:
+    the trailing partial line if it could begin a boot line, or a whole banner line
+    ("MicroPython v...") with what follows it while that could still be its 'Type "help()"'
+    line (a throttled line delivers the banner in pieces: seen on the modern board, whose
+    banner line and 'Type ' came in one read and were shown before the reset was noticed)."""
+    start = buf.rfind(b"\n") + 1
+    partial = buf[start:]
+    if start > 0 and len(partial) <= len(_BANNER_NEXT) and _BANNER_NEXT.startswith(partial):
+        line = buf.rfind(b"\n", 0, start - 1) + 1
+        if buf[line:start].lstrip(b"\x00").startswith(b"MicroPython v"):
+            return len(buf) - line
     if not partial or len(partial) > 200:
         return 0
-    for start in BOOT_LINE_STARTS:
-        if start.startswith(partial) or partial.startswith(start):
+    for begin in BOOT_LINE_STARTS:
+        if begin.startswith(partial) or partial.startswith(begin):
             return len(partial)
     return 0
 

@@ -206,6 +206,45 @@ def test_a_hard_reset_banner_includes_its_first_line() -> None:
     assert b"MicroPython v1.9.2" in info.value.boot_output
 
 
+class _SplitDevice(FakeDevice):
+    """Delivers its output in two reads, the first ending just after `cut` (a throttled line
+    hands over whatever arrived so far)."""
+
+    cut = b"Type "
+
+    def read(self, timeout: float = 0.05) -> bytes:
+        with self.lock:
+            at = self.out.find(self.cut)
+            if at >= 0 and self.cut:
+                end = at + len(self.cut)
+                data, self.out = bytes(self.out[:end]), self.out[end:]
+                self.cut = b""
+                return data
+        return super().read(timeout)
+
+
+@pytest.mark.parametrize("cut", [b"Type ", b"Cortex-M3\r\n", b"Cortex-M3\r"])
+def test_a_banner_that_arrives_in_pieces_is_not_shown_as_output(cut: bytes) -> None:
+    banner = (b"MicroPython v1.25.0 on 2026-11-27; mps2-an385 with Cortex-M3\r\n"
+              b'Type "help()" for more information.\r\n>>> ')
+    device = _SplitDevice(runner=lambda code: (b"tick 1\r\ntick 2\r\n" + banner, None))
+    device.cut = cut
+    repl = RawRepl(device)  # type: ignore[arg-type]
+    shown: list[bytes] = []
+    repl.send_code(b"machine.reset()", timeout=1.0)
+    with pytest.raises(ResetDuringExec) as info:
+        repl.follow(shown.append, lambda state: None)
+    assert b"".join(shown) == b"tick 1\r\ntick 2\r\n"
+    assert info.value.boot_output.startswith(b"MicroPython v1.25.0")
+
+
+def test_output_that_only_looks_like_a_banner_is_shown_once_the_line_goes_quiet() -> None:
+    said = b"MicroPython v1.25.0 is what I run\r\nType on\r\n"
+    device = FakeDevice(runner=lambda code: (said, b""))
+    stdout, _ = run(RawRepl(device), b"print('...')")  # type: ignore[arg-type]
+    assert stdout == said
+
+
 def test_waiting_for_a_marker_is_bounded_and_says_what_came() -> None:
     device = FakeDevice()
     device.out += b"garbage"
