@@ -620,8 +620,9 @@ del __mpk_rm,__A
                 old = f"the old {path}" if existed else f"no {path}"
                 raise FileError(
                     f"The new {path} was uploaded and verified, but putting it in place was "
-                    f"cut short by {cut}. The next file command finishes it or keeps {old} "
-                    "(never a mix).", _FREE_RAM if "RAM" in cut else
+                    f"cut short by {cut} before it could be confirmed. The next file command "
+                    f"finishes it if it is not done, or keeps {old} (never a mix).",
+                    _FREE_RAM if "RAM" in cut else
                     "Run any file command (e.g. %ls) once the board answers.") from None
             res, note = "ok", (f"(Putting it in place was cut short by {cut} and finished "
                                "from the verified copy.)")

@@ -271,8 +271,10 @@ def test_fragmented_ram_falls_back_to_chunks_and_too_little_ram_keeps_the_old_fi
         assert got == new and said == ""
     elif "Finished replacing app.py" in said:
         assert got == old
-    else:
+    elif said:
         assert got == new and "Removed leftover temporary files: app.py.mpk~." in said
+    else:  # the replace had completed; RAM ran out only while it was being confirmed
+        assert got == new and "before it could be confirmed" in str(caught.value)
     assert names(fs) == ["app.py"]  # no temporary file or journal left behind
 
 
