@@ -27,6 +27,30 @@ except ImportError:  # Windows
 # interrupts and deadlines are acted on within this time even on a silent line.
 READ_TICK = 0.05
 
+# MPKERNEL_TRACE=FILE appends every byte sent to and read from a board, with the time, to
+# FILE: what a bug report about a lost board needs, and what a failed browser test prints.
+TRACE_VARIABLE = "MPKERNEL_TRACE"
+
+
+class _Trace:
+    """Appends one line per write or read: seconds since the link opened, direction, bytes."""
+
+    def __init__(self, path: str, port: str) -> None:
+        self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - a log
+        self._start = time.monotonic()
+        self.note(f"opened {port}")
+
+    def note(self, text: str) -> None:
+        self._file.write(f"{time.monotonic() - self._start:10.3f} -- {text}\n")
+
+    def data(self, direction: str, data: bytes) -> None:
+        if data:
+            self._file.write(f"{time.monotonic() - self._start:10.3f} {direction} {data!r}\n")
+
+    def close(self) -> None:
+        self.note("closed")
+        self._file.close()
+
 
 is_url = plat.is_url
 
@@ -34,15 +58,21 @@ is_url = plat.is_url
 class Link:
     """One open port. Raises PortError/PortBusy on open, LinkLost when it vanishes in use."""
 
+    _trace: _Trace | None = None
+
     def __init__(self, port: str, baudrate: int = 115200) -> None:
         # The name the OS lists it under (COM3 for com3, /dev/cu.X for macOS's /dev/tty.X).
         self.port = port if is_url(port) else plat.normalize_port(port)
         self.baudrate = baudrate
         self._serial = _open(self.port, baudrate)
         self.closed = False
+        trace = os.environ.get(TRACE_VARIABLE)
+        self._trace = _Trace(trace, self.port) if trace else None
 
     # -- data ---------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        if self._trace:
+            self._trace.data(">", data)
         try:
             self._serial.write(data)
             self._serial.flush()
@@ -60,21 +90,29 @@ class Link:
             if not first:
                 return b""
             waiting = self._serial.in_waiting
-            return first + (self._serial.read(waiting) if waiting else b"")
+            got = first + (self._serial.read(waiting) if waiting else b"")
         except (OSError, serial.SerialException, TypeError, AttributeError) as err:
             # pyserial raises TypeError/AttributeError from a port closed under it by another
             # thread (the file descriptor became None); both mean the link is gone.
             raise self._lost(err) from None
+        if self._trace:
+            self._trace.data("<", got)
+        return got
 
     def pending(self) -> bytes:
         """Whatever has already arrived, without waiting."""
         try:
             waiting = self._serial.in_waiting
-            return self._serial.read(waiting) if waiting else b""
+            got = self._serial.read(waiting) if waiting else b""
         except (OSError, serial.SerialException, TypeError, AttributeError) as err:
             raise self._lost(err) from None
+        if self._trace:
+            self._trace.data("<", got)
+        return got
 
     def _lost(self, err: Exception) -> LinkLost:
+        if self._trace:
+            self._trace.note(f"lost: {err}")
         return LinkLost(
             f"The connection to {self.port} was lost ({err}).",
             "The cable may have been pulled or the board re-enumerated after a reset; "
@@ -118,6 +156,8 @@ class Link:
                 self._serial.close()
             except (OSError, serial.SerialException):
                 pass  # closing a port that vanished: there is nothing left to release
+            if self._trace:
+                self._trace.close()
 
     def __enter__(self) -> Link:
         return self

@@ -57,8 +57,12 @@ WATCH = len(CELLS) + 1  # the watch cell's index
 ALL = len(CELLS) + len(MQTT_CELLS)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0,
+             shown: Callable[[], str] | None = None) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`.
+
+    `shown` says what the page shows instead, for the failure message.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -68,7 +72,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
         if found:
             return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            seen = f"; the page shows: {shown()!r}" if shown is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{seen}")
         time.sleep(0.2)
 
 
@@ -107,7 +112,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, mqtt_broker: Any
     port, token = free_port(), secrets.token_hex(16)
     # The modern board gets a flash file of its own: a user's board keeps its files.
     env = dict(os.environ, MPKERNEL_PORT="sim", MPKERNEL_QEMU_FLASH=str(root / "flash.bin"),
-               MPK_TEST_MQTT_PW=mqtt_broker.password,
+               MPK_TEST_MQTT_PW=mqtt_broker.password, MPKERNEL_TRACE=str(root / "board.trace"),
                JUPYTER_CONFIG_DIR=str(root / ".cfg"),
                JUPYTER_RUNTIME_DIR=str(root / ".rt"))
     log = open(root / "lab.log", "w")  # noqa: SIM115 - closed after the server stops
@@ -207,6 +212,13 @@ def test_a_person_using_the_kernel_in_jupyterlab(
         steps(page, lab, mqtt_broker)
     except BaseException:
         page.shot("failed")  # what the page showed when the test gave up
+        # What the kernel and the board did last: the server's log (the kernel's stderr) and
+        # the kernel's trace of the line (MPKERNEL_TRACE).
+        for name in ("lab.log", "board.trace"):
+            log = lab["root"] / name
+            lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+            print(f"--- the last {min(len(lines), 80)} lines of {name} ---", *lines[-80:],
+                  sep="\n")
         raise
 
 
@@ -271,8 +283,10 @@ def steps(page: Page, lab: dict[str, Any], mqtt_broker: Any) -> None:
     wait_for("the progress bar", lambda: page.cell(4).find_elements(
         By.CSS_SELECTOR, ".widget-hprogress, .widget-progress"), 30)
     page.shot("07-progress")
-    summary = wait_for("the upload's summary", lambda: "Wrote big.txt" in page.output_text(4)
-                       and page.output_text(4), 120)
+    # Wait for the cell to finish, so that a failed upload fails here with what it said.
+    summary = wait_for("the upload to finish", lambda: "*" not in page.prompt(4)
+                       and page.output_text(4), 120, shown=lambda: page.output_text(4))
+    assert "Wrote big.txt" in summary, summary
     assert not page.cell(4).find_elements(By.CSS_SELECTOR, ".widget-hprogress")
     assert "verified" in summary
     page.wait_idle()

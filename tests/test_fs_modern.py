@@ -34,7 +34,11 @@ SOURCE = b"".join(p.read_bytes() for p in sorted(Path(fs_fast.__file__).parent.g
 
 
 def board_files(board: Board) -> dict[str, str]:
-    """Every file on the board (recursively) with the board's own SHA-256 of it."""
+    """Every file on the board (recursively) with the board's own SHA-256 of it.
+
+    Read in 1 KB pieces: after an interrupted transfer the heap can be too fragmented for one
+    read of a 20 KB file (a full CI run failed that way).
+    """
     out = board.exec("""import os,hashlib,binascii
 def __w(d):
  for e in os.ilistdir(d or '/'):
@@ -44,7 +48,10 @@ def __w(d):
   else:
    h=hashlib.sha256()
    with open(p,'rb') as f:
-    h.update(f.read())
+    while 1:
+     b=f.read(1024)
+     if not b:break
+     h.update(b)
    print(p,binascii.hexlify(h.digest()).decode())
 __w('')
 del __w""")

@@ -151,8 +151,9 @@ MODERN = pytest.mark.boards("qemu", reason="os.rename, os.statvfs and hashlib on
 def board_sha256(board, name: str) -> str:  # noqa: ANN001
     """SHA-256 of a file, computed on the board by this test's own program."""
     return board.exec(f"import hashlib,binascii\nh=hashlib.sha256()\nf=open({name!r},'rb')\n"
-                      "h.update(f.read())\nf.close()\nprint(binascii.hexlify(h.digest()).decode())"
-                      "\ndel h,f").strip()
+                      "while 1:\n b=f.read(1024)\n if not b:break\n h.update(b)\nf.close()\n"
+                      "print(binascii.hexlify(h.digest()).decode())"
+                      "\ndel h,f,b").strip()
 
 
 def board_stat_sizes(board) -> dict[str, int]:  # noqa: ANN001
