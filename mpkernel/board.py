@@ -339,7 +339,7 @@ class Board:
 
         send(data)
         stderr = repl.follow(counted, tick)
-        if repl.raw_paste or printed or not _garbled_in_transit(stderr, data):
+        if repl.raw_paste or printed or not garbled_in_transit(stderr, data):
             return stderr
         repl.slow_down()
         send(data)
@@ -603,7 +603,7 @@ def _boot_text(reset: ResetDuringExec) -> str:
     return reset.boot_output.replace(b"\x00", b"").decode(errors="replace").strip()
 
 
-def _garbled_in_transit(stderr: bytes, data: bytes) -> bool:
+def garbled_in_transit(stderr: bytes, data: bytes) -> bool:
     """The board could not compile a program the host parses: bytes were probably lost."""
     if not cells.is_compile_error(stderr.decode(errors="replace")):
         return False  # it ran (or failed for another reason): never sent again

@@ -96,6 +96,7 @@ def __mpk_end(S,ok,rd,wr):
    if ok and m in r:break
   if df(tk(),t)>(60 if ok else 150) and (not ok or df(tk(),s)>1500) or df(tk(),s)>3000:break
  return g
+__import__('gc').collect()
 """
 
 _STREAM_UP = """def __mpk_up(F,P):

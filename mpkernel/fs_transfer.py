@@ -275,21 +275,39 @@ class _Channel:
 
 
 def _start(board, program: str) -> _Channel:  # noqa: ANN001
-    """Send a program that will stream; wait for its ready byte."""
+    """Send a program that will stream; wait for its ready byte.
+
+    Its first action is to print that byte, so a program that ends without printing it,
+    with the board's compile error of a program the host parses, never ran: bytes were lost
+    on the way (plain raw mode has no flow control; seen on the emulated micro:bit about
+    once in 15 uploads to a freshly started board). It is sent once more, more slowly, as
+    Board.exec does for a cell.
+    """
+    from mpkernel.board import garbled_in_transit
+
     if board.interrupt_requested:
         raise Interrupted("Interrupted before the transfer started.")
     board.ensure_ready()
     chan = _Channel(board)
+    data = program.encode()
     try:
-        board.send_program(program.encode())
-        first = chan.byte(10.0)
-        if first != b"R":
-            # Typically a MemoryError while compiling: the board's RAM is fragmented.
-            raise chan.unexpected(first)
+        for attempt in (1, 2):
+            board.send_program(data)
+            first = chan.byte(10.0)
+            if first == b"R":
+                return chan
+            if first != b"\x04" or attempt == 2 or board.repl.raw_paste:
+                # Typically a MemoryError while compiling: the board's RAM is fragmented.
+                raise chan.unexpected(first)
+            stderr = board.repl.read_until(b"\x04", 10.0)[:-1]
+            board.repl.read_until(b">", 5.0)
+            if not garbled_in_transit(stderr, data):
+                raise chan.unexpected(b"\x04" + stderr + b"\x04>")
+            board.repl.slow_down()
     except LinkLost:
         board.drop_link()
         raise
-    return chan
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 def replace_programs(temp: str, dest: str, want: str, *, rename: bool) -> list[str]:

@@ -17,6 +17,7 @@ from fakes.rawrepl_device import FakeDevice, PythonRunner
 from mpkernel.board import Board
 from mpkernel.caps import Capabilities
 from mpkernel.errors import BoardReset, BoardTimeout, DeviceError, Interrupted
+from mpkernel.fs_transfer import _start
 from mpkernel.rawrepl import RawRepl
 
 COMPILE_ERROR = (b'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
@@ -101,6 +102,55 @@ def test_an_error_after_output_is_never_resent_even_if_it_looks_like_a_compile_e
     with pytest.raises(DeviceError):
         run(board, "print('started')")
     assert device.programs.count(b"print('started')") == 1
+
+
+# -- a file transfer's streaming program: the same rule as a cell ----------------------------
+# fs_transfer._start sends a program whose first action prints "R" and then streams. A full
+# CI run had one such program (the micro:bit's stream upload, 2.5 KB) arrive garbled: the
+# upload failed with "secrets.py: SyntaxError: invalid syntax" although nothing was wrong.
+STREAMING = "import sys\nsys.stdout.write('R')\n"
+
+
+def test_a_garbled_streaming_program_is_sent_again_more_slowly_and_starts() -> None:
+    runner = LosesFirstPrograms(lost=1)
+    device = FakeDevice(runner=lambda code: runner(code) if runner.lost else (b"R", b""))
+    board = board_on(device)
+    board.start_cell()
+    chan = _start(board, STREAMING)
+    assert chan.byte(1.0) == b"\x04"  # the program's end, after its R
+    assert device.programs.count(STREAMING.encode()) == 2
+    assert board.repl is not None and board.repl.pace_factor < 1
+
+
+@pytest.mark.parametrize("stdout, stderr", [
+    (b"", b"Traceback (most recent call last):\r\n  File \"<stdin>\", line 2, in <module>\r\n"
+          b"MemoryError: memory allocation failed\r\n"),  # it ran: never again
+    (b"", COMPILE_ERROR),  # sent twice at most (nothing ran either time), then said
+])
+def test_a_streaming_program_that_ran_or_fails_twice_is_reported(stdout: bytes,
+                                                                   stderr: bytes) -> None:
+    others = PythonRunner()
+    device = FakeDevice(runner=lambda code: (stdout, stderr) if code == STREAMING.encode()
+                        else others(code))
+    board = board_on(device)
+    board.start_cell()
+    with pytest.raises(DeviceError) as info:
+        _start(board, STREAMING)
+    ran = b"in <module>" in stderr
+    assert info.value.ename == ("MemoryError" if ran else "SyntaxError")
+    assert device.programs.count(STREAMING.encode()) == (1 if ran else 2)
+    assert run(board, "print('next')") == "next\r\n"  # the board is usable afterwards
+
+
+def test_a_streaming_program_the_host_cannot_parse_is_not_resent() -> None:
+    others = PythonRunner()
+    device = FakeDevice(runner=lambda code: (b"", COMPILE_ERROR) if b"sys" in code
+                        else others(code))
+    board = board_on(device)
+    board.start_cell()
+    with pytest.raises(DeviceError, match="SyntaxError"):
+        _start(board, "sys.stdout.write('R'")
+    assert sum(b"sys" in p for p in device.programs) == 1
 
 
 # -- raw-paste: bounded, and a reset or an interrupt ends the cell -----------------------------
