@@ -161,7 +161,14 @@ def is_compile_error(traceback: str) -> bool:
     checked on the micro:bit's MicroPython 1.9.2 and on 1.25 (the modern emulated board).
     """
     ename, _, lines = parse_traceback(traceback)
-    if ename not in ("SyntaxError", "IndentationError") or len(lines) != 3:
+    return ename in ("SyntaxError", "IndentationError") and failed_to_compile(lines)
+
+
+def failed_to_compile(lines: list[str]) -> bool:
+    """True if a parsed traceback (DeviceError.traceback) has the one frame of an error
+    raised while compiling the program (a SyntaxError, or the parser's MemoryError "parser
+    could not allocate enough memory"): none of the program ran."""
+    if len(lines) != 3:
         return False
     frame = _FRAME.match(lines[1])
     return (

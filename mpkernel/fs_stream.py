@@ -96,7 +96,6 @@ def __mpk_end(S,ok,rd,wr):
    if ok and m in r:break
   if df(tk(),t)>(60 if ok else 150) and (not ok or df(tk(),s)>1500) or df(tk(),s)>3000:break
  return g
-__import__('gc').collect()
 """
 
 _STREAM_UP = """def __mpk_up(F,P):
@@ -273,7 +272,7 @@ def stream_upload(
     # RAM than a micro:bit has free after a few cells (MemoryError while compiling). The
     # checksum function rides with the first, so no exec of its own is needed to verify.
     kind = "adler32" if want.startswith("adler32:") else "sha256"
-    board.exec(checksum_program(kind) + _STREAM_SCAN)
+    board.exec("__import__('gc').collect()\n" + checksum_program(kind) + _STREAM_SCAN)
     board.exec(_STREAM_HELP)
     state = journal.split("\n")[0] if journal else ""
     # The end mark tells the board that nothing more is on its way (see _STREAM_HELP): a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from fakes.rawrepl_device import FakeDevice, PythonRunner
@@ -17,7 +18,7 @@ from fakes.rawrepl_device import FakeDevice, PythonRunner
 from mpkernel.board import Board
 from mpkernel.caps import Capabilities
 from mpkernel.errors import BoardReset, BoardTimeout, DeviceError, Interrupted
-from mpkernel.fs_transfer import _start
+from mpkernel.fs_transfer import _start, exec_upload
 from mpkernel.rawrepl import RawRepl
 
 COMPILE_ERROR = (b'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
@@ -151,6 +152,53 @@ def test_a_streaming_program_the_host_cannot_parse_is_not_resent() -> None:
     with pytest.raises(DeviceError, match="SyntaxError"):
         _start(board, "sys.stdout.write('R'")
     assert sum(b"sys" in p for p in device.programs) == 1
+
+
+# -- the exec-per-chunk upload (the micro:bit's fallback on a fragmented heap) -------------
+PARSER_FULL = (b'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
+               b"MemoryError: parser could not allocate enough memory\r\n")
+
+
+class ParserRoomFor(PythonRunner):
+    """A fragmented heap: the parser finds no room for a write program longer than `room`."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.refused = 0
+
+    def __call__(self, code: bytes) -> tuple[bytes, bytes]:
+        if code.startswith(b"__mpk_f.write(") and len(code) > self.room:
+            self.refused += 1
+            return b"", PARSER_FULL
+        return super().__call__(code)
+
+
+def test_a_chunk_the_parser_has_no_room_for_goes_again_in_smaller_pieces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the runner's open() writes here
+    runner = ParserRoomFor(room=200)
+    board = board_on(FakeDevice(runner=runner))
+    board.start_cell()
+    data = bytes(range(256)) * 4
+    report = exec_upload(board, data, "f.bin", chunk=512, binascii=False, deflate=False)
+    assert (tmp_path / "f.bin").read_bytes() == data  # every byte once, in order
+    assert runner.refused >= 2 and report.sent == len(data)
+
+
+def test_a_chunk_that_ran_out_of_ram_while_running_is_not_sent_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = PythonRunner()
+    device = FakeDevice(runner=lambda code: (
+        b"", b'Traceback (most recent call last):\r\n  File "<stdin>", line 1, in <module>\r\n'
+             b"MemoryError: memory allocation failed\r\n")
+        if code.startswith(b"__mpk_f.write(") else runner(code))
+    board = board_on(device)
+    board.start_cell()
+    with pytest.raises(DeviceError, match="MemoryError"):
+        exec_upload(board, b"x" * 300, "f.bin", chunk=512, binascii=False, deflate=False)
+    assert sum(p.startswith(b"__mpk_f.write(") for p in device.programs) == 1
 
 
 # -- raw-paste: bounded, and a reset or an interrupt ends the cell -----------------------------
