@@ -227,6 +227,9 @@ class _FrameSender:
             self.round_trip += (trip - self.round_trip) / 4
             self.shortest_trip = min(self.shortest_trip or trip, trip)
         self.acknowledged = pos
+        # Bytes before the board's position are never sent again: forget when they went.
+        for start in [s for s in self.began_at if s < pos]:
+            del self.began_at[start]
         self.flight = [f for f in self.flight if f.start >= pos]
         if self.flight and self.flight[0].start != pos:
             # The board took an earlier copy cut longer, which ended inside what is in flight

@@ -177,33 +177,35 @@ def test_stdout_streams_and_stderr_is_separate() -> None:
     assert stderr.endswith(b"ValueError: no\r\n")
 
 
+def follow_until_reset(device: FakeDevice, code: bytes) -> tuple[bytes, ResetDuringExec]:
+    """Send `code`, follow it until the reset it causes; (what was shown, the reset)."""
+    repl = RawRepl(device)  # type: ignore[arg-type]
+    shown: list[bytes] = []
+    repl.send_code(code, timeout=1.0)
+    with pytest.raises(ResetDuringExec) as info:
+        repl.follow(shown.append, lambda state: None)
+    return b"".join(shown), info.value
+
+
 def test_a_soft_reset_in_the_output_ends_the_exec_with_the_boot_text() -> None:
     def resets(code: bytes) -> tuple[bytes, bytes]:
         return b"before\r\nsoft reboot\r\nraw REPL; CTRL-B to exit\r\n>", None
 
-    device = FakeDevice(runner=resets)
-    repl = RawRepl(device)  # type: ignore[arg-type]
-    shown: list[bytes] = []
-    repl.send_code(b"machine.soft_reset()", timeout=1.0)
-    with pytest.raises(ResetDuringExec) as info:
-        repl.follow(shown.append, lambda state: None)
-    assert b"".join(shown) == b"before\r\n"
-    assert info.value.boot_output.startswith(b"soft reboot")
-    assert info.value.at_prompt
+    shown, reset = follow_until_reset(FakeDevice(runner=resets), b"machine.soft_reset()")
+    assert shown == b"before\r\n"
+    assert reset.boot_output.startswith(b"soft reboot")
+    assert reset.at_prompt
 
 
 def test_a_hard_reset_banner_includes_its_first_line() -> None:
     banner = (b"\x00MicroPython v1.9.2 on 2017-09-01; micro:bit with nRF51822\r\n"
               b'Type "help()" for more information.\r\n>>> ')
 
-    device = FakeDevice(runner=lambda code: (b"tick\r\n" + banner, None))
-    repl = RawRepl(device)  # type: ignore[arg-type]
-    shown: list[bytes] = []
-    repl.send_code(b"microbit.reset()", timeout=1.0)
-    with pytest.raises(ResetDuringExec) as info:
-        repl.follow(shown.append, lambda state: None)
-    assert b"".join(shown) == b"tick\r\n"
-    assert b"MicroPython v1.9.2" in info.value.boot_output
+    shown, reset = follow_until_reset(FakeDevice(runner=lambda code: (b"tick\r\n" + banner,
+                                                                      None)),
+                                      b"microbit.reset()")
+    assert shown == b"tick\r\n"
+    assert b"MicroPython v1.9.2" in reset.boot_output
 
 
 class _SplitDevice(FakeDevice):
@@ -229,13 +231,9 @@ def test_a_banner_that_arrives_in_pieces_is_not_shown_as_output(cut: bytes) -> N
               b'Type "help()" for more information.\r\n>>> ')
     device = _SplitDevice(runner=lambda code: (b"tick 1\r\ntick 2\r\n" + banner, None))
     device.cut = cut
-    repl = RawRepl(device)  # type: ignore[arg-type]
-    shown: list[bytes] = []
-    repl.send_code(b"machine.reset()", timeout=1.0)
-    with pytest.raises(ResetDuringExec) as info:
-        repl.follow(shown.append, lambda state: None)
-    assert b"".join(shown) == b"tick 1\r\ntick 2\r\n"
-    assert info.value.boot_output.startswith(b"MicroPython v1.25.0")
+    shown, reset = follow_until_reset(device, b"machine.reset()")
+    assert shown == b"tick 1\r\ntick 2\r\n"
+    assert reset.boot_output.startswith(b"MicroPython v1.25.0")
 
 
 def test_output_that_only_looks_like_a_banner_is_shown_once_the_line_goes_quiet() -> None:
