@@ -139,6 +139,7 @@ class _InFlight:
     began: float  # when its first byte went on the line
     ended: float  # when its last byte had crossed the line
     again: bool  # these bytes had been sent before (no round-trip sample from it)
+    round: int  # how many go-backs came before it was sent
 
 
 class _FrameSender:
@@ -164,6 +165,8 @@ class _FrameSender:
     MIN_WAIT = 0.08  # s: the least time to wait for a word on a frame after its last byte
     GIVE_UP = 20.0  # s without the board's position moving
     SMALLEST = 48  # bytes: the shortest frame cut after losses
+    GROW_AFTER = 8  # clean acknowledgements before the window and the cut grow back
+    FEWEST = 1  # frames: the smallest window after losses
 
     def __init__(self, link: LinePacer, data: bytes, frame_size: int, window: int) -> None:
         self.link = link
@@ -177,6 +180,10 @@ class _FrameSender:
         self.flight: list[_InFlight] = []
         self.end_sent = False  # the end frame is among those in flight
         self.began_at: dict[int, float] = {}  # offset -> when its latest frame began
+        self.copied: set[int] = set()  # offsets whose latest frame is a copy of sent bytes
+        # The board reached its position with a frame sent since the latest go-back: it had
+        # read every older byte by then, so its next NAK is about what was sent since.
+        self.reached_this_round = True
         self.round_trip = 0.03  # s, smoothed: last byte out -> acknowledgement back
         self.shortest_trip = 0.0  # s: no word about a copy comes back sooner than this
         self.count = 0  # frames sent, copies included
@@ -193,8 +200,10 @@ class _FrameSender:
             end = start + len(chunk)
             again = start < self.highest or start in self.began_at  # a copy of sent bytes
             self.flight.append(_InFlight(start, end, began, max(time.monotonic(),
-                                                                 self.link.free), again))
+                                                                 self.link.free), again,
+                                         self.losses))
             self.began_at[start] = began
+            (self.copied.add if again else self.copied.discard)(start)
             self.resends += again
             self.highest = max(self.highest, end)
             self.sent_to, self.end_sent = end, not chunk
@@ -212,6 +221,12 @@ class _FrameSender:
         what was in flight; those are about copies that were already sent again."""
         if codec.position(low16, self.acknowledged) != self.acknowledged:
             return False
+        if self.acknowledged not in self.copied or self.reached_this_round:
+            # Only one frame ever started there, or the board got there with a frame sent
+            # since the latest go-back: this NAK is about bytes sent since. (Measured under
+            # load: the time rule alone took such NAKs for stale ones, at ~150 ms a loss
+            # spent waiting for the board's next NAK.)
+            return True
         began = self.began_at.get(self.acknowledged, 0.0)
         return time.monotonic() >= began + self.shortest_trip
 
@@ -222,6 +237,8 @@ class _FrameSender:
         if pos > self.highest:
             return False
         first = self.flight[0] if self.flight else None
+        self.reached_this_round = any(f.end == pos and f.round == self.losses
+                                      for f in self.flight)
         if first is not None and first.end == pos and not first.again:
             trip = max(0.0, now - first.ended)
             self.round_trip += (trip - self.round_trip) / 4
@@ -230,6 +247,7 @@ class _FrameSender:
         # Bytes before the board's position are never sent again: forget when they went.
         for start in [s for s in self.began_at if s < pos]:
             del self.began_at[start]
+            self.copied.discard(start)
         self.flight = [f for f in self.flight if f.start >= pos]
         if self.flight and self.flight[0].start != pos:
             # The board took an earlier copy cut longer, which ended inside what is in flight
@@ -239,7 +257,8 @@ class _FrameSender:
             self.sent_to = max(self.sent_to, pos)
         self.last_progress = now
         self.clean += 1
-        if self.clean >= 8 and (self.window < self.max_window or self.cut < self.frame_size):
+        shrunk = self.window < self.max_window or self.cut < self.frame_size
+        if self.clean >= self.GROW_AFTER and shrunk:
             self.window = min(self.max_window, self.window + 1)
             self.cut, self.clean = min(self.frame_size, self.cut * 2), 0
         return True
@@ -247,8 +266,9 @@ class _FrameSender:
     def go_back(self) -> bool:
         """Send again from the board's position; False when the line is too poor to go on."""
         self.losses += 1
+        self.reached_this_round = False
         self.flight, self.sent_to, self.end_sent = [], self.acknowledged, False
-        self.window, self.clean = max(1, self.window // 2), 0
+        self.window, self.clean = max(self.FEWEST, self.window // 2), 0
         self.cut = max(self.SMALLEST, self.cut // 2)
         stuck = time.monotonic() - self.last_progress > self.GIVE_UP
         return not stuck and self.losses <= 100 + self.size // 64
@@ -295,8 +315,13 @@ def stream_upload(
         while True:
             if board.interrupt_requested:
                 return _abort(chan, "interrupt", sender.acknowledged)
-            sender.fill_window()
-            reply = chan.poll(sender.wait_for_word())
+            # The board's words that are already here come before more frames: a frame
+            # takes ~23 ms to go out, and a NAK read only after two of them had gone cost
+            # those bytes (measured under load).
+            reply = chan.poll(0.0) if sender.flight else None
+            if reply is None:
+                sender.fill_window()
+                reply = chan.poll(sender.wait_for_word())
             if reply is not None:
                 heard = time.monotonic()
             elif time.monotonic() - heard > SILENT:

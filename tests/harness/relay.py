@@ -148,8 +148,17 @@ class _Pipe:
                         self._cond.wait()
                 if self._stopping:
                     return
-                # Coalesce everything already due into one write: fewer syscalls, same order.
                 now = time.monotonic()
+                late = now - self._queue[0][1]
+                if self.rate and late > self.SLICE_SECONDS:
+                    # This thread ran late (a busy host). A wire never delivers a backlog
+                    # faster than its rate: it was idle meanwhile, so what is queued moves
+                    # later by that much. (Delivering it at once burst hundreds of bytes into
+                    # the emulated micro:bit's 63-byte receive ring, a loss no real board sees.)
+                    self._queue = collections.deque(
+                        (start + late, due + late, piece) for start, due, piece in self._queue)
+                    self._line_free += late
+                # Coalesce everything already due into one write: fewer syscalls, same order.
                 parts = []
                 while self._queue and self._queue[0][1] <= now:
                     parts.append(self._queue.popleft()[2])
