@@ -180,7 +180,6 @@ class _FrameSender:
         self.flight: list[_InFlight] = []
         self.end_sent = False  # the end frame is among those in flight
         self.began_at: dict[int, float] = {}  # offset -> when its latest frame began
-        self.copied: set[int] = set()  # offsets whose latest frame is a copy of sent bytes
         # The board reached its position with a frame sent since the latest go-back: it had
         # read every older byte by then, so its next NAK is about what was sent since.
         self.reached_this_round = True
@@ -203,7 +202,6 @@ class _FrameSender:
                                                                  self.link.free), again,
                                          self.losses))
             self.began_at[start] = began
-            (self.copied.add if again else self.copied.discard)(start)
             self.resends += again
             self.highest = max(self.highest, end)
             self.sent_to, self.end_sent = end, not chunk
@@ -221,7 +219,8 @@ class _FrameSender:
         what was in flight; those are about copies that were already sent again."""
         if codec.position(low16, self.acknowledged) != self.acknowledged:
             return False
-        if self.acknowledged not in self.copied or self.reached_this_round:
+        head = self.flight[0] if self.flight else None  # the latest frame at that position
+        if head is None or not head.again or self.reached_this_round:
             # Only one frame ever started there, or the board got there with a frame sent
             # since the latest go-back: this NAK is about bytes sent since. (Measured under
             # load: the time rule alone took such NAKs for stale ones, at ~150 ms a loss
@@ -247,7 +246,6 @@ class _FrameSender:
         # Bytes before the board's position are never sent again: forget when they went.
         for start in [s for s in self.began_at if s < pos]:
             del self.began_at[start]
-            self.copied.discard(start)
         self.flight = [f for f in self.flight if f.start >= pos]
         if self.flight and self.flight[0].start != pos:
             # The board took an earlier copy cut longer, which ended inside what is in flight

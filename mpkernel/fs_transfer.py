@@ -288,23 +288,24 @@ def _start(board, program: str) -> _Channel:  # noqa: ANN001
     chan = _Channel(board)
     data = program.encode()
     try:
-        for attempt in (1, 2):
-            board.send_program(data)
-            first = chan.byte(10.0)
-            if first == b"R":
-                return chan
-            if first != b"\x04" or attempt == 2 or board.repl.raw_paste:
-                # Typically a MemoryError while compiling: the board's RAM is fragmented.
-                raise chan.unexpected(first)
+        board.send_program(data)
+        first = chan.byte(10.0)
+        if first == b"\x04" and not board.repl.raw_paste:
+            # It ended without its R: its error says whether any of it ran.
             stderr = board.repl.read_until(b"\x04", 10.0)[:-1]
             board.repl.read_until(b">", 5.0)
             if not garbled_in_transit(stderr, data):
                 raise chan.unexpected(b"\x04" + stderr + b"\x04>")
             board.repl.slow_down()
+            board.send_program(data)
+            first = chan.byte(10.0)
+        if first != b"R":
+            # Typically a MemoryError while compiling: the board's RAM is fragmented.
+            raise chan.unexpected(first)
     except LinkLost:
         board.drop_link()
         raise
-    raise AssertionError("unreachable: the second attempt returns or raises")
+    return chan
 
 
 def replace_programs(temp: str, dest: str, want: str, *, rename: bool) -> list[str]:
