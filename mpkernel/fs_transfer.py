@@ -291,9 +291,10 @@ def _start(board, program: str) -> _Channel:  # noqa: ANN001
         board.send_program(data)
         first = chan.byte(10.0)
         if first == b"\x04" and not board.repl.raw_paste:
-            # It ended without its R: its error says whether any of it ran.
-            stderr = board.repl.read_until(b"\x04", 10.0)[:-1]
-            board.repl.read_until(b">", 5.0)
+            # It ended without its R: its error says whether any of it ran. (A reboot here
+            # is raised at once, as ResetDuringExec, which the callers translate.)
+            stderr = board.repl.read_until(b"\x04", 10.0, on_tick=board.repl.check_reset)[:-1]
+            board.repl.read_until(b">", 5.0, on_tick=board.repl.check_reset)
             if not garbled_in_transit(stderr, data):
                 raise chan.unexpected(b"\x04" + stderr + b"\x04>")
             board.repl.slow_down()

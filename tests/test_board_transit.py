@@ -19,7 +19,7 @@ from mpkernel.board import Board
 from mpkernel.caps import Capabilities
 from mpkernel.errors import BoardReset, BoardTimeout, DeviceError, Interrupted
 from mpkernel.fs_transfer import _start, exec_upload
-from mpkernel.rawrepl import RawRepl
+from mpkernel.rawrepl import RawRepl, ResetDuringExec
 
 COMPILE_ERROR = (b'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
                  b"SyntaxError: invalid syntax\r\n")
@@ -152,6 +152,20 @@ def test_a_streaming_program_the_host_cannot_parse_is_not_resent() -> None:
     with pytest.raises(DeviceError, match="SyntaxError"):
         _start(board, "sys.stdout.write('R'")
     assert sum(b"sys" in p for p in device.programs) == 1
+
+
+def test_a_reboot_where_a_streaming_program_should_report_is_raised_at_once() -> None:
+    others = PythonRunner()
+    boot = b"\x04soft reboot\r\nraw REPL; CTRL-B to exit\r\n>"
+    device = FakeDevice(runner=lambda code: (boot, None) if code == STREAMING.encode()
+                        else others(code))
+    board = board_on(device)
+    board.start_cell()
+    started = time.monotonic()
+    with pytest.raises(ResetDuringExec) as info:
+        _start(board, STREAMING)
+    assert time.monotonic() - started < 3.0  # the reboot, not a 10 s deadline, ends the wait
+    assert info.value.boot_output.startswith(b"soft reboot")
 
 
 # -- the exec-per-chunk upload (the micro:bit's fallback on a fragmented heap) -------------
