@@ -121,3 +121,36 @@ def test_uploads_while_the_emulator_keeps_being_paused_are_exact(
     assert got == files
     assert [r.size for r in results] == [len(d) for d in files.values()]
     assert ctrl_c_works(lossy_board)
+
+
+def test_the_loss_counters_of_bench_stream_losses_count_what_the_line_did(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/stream_losses.py's instrumented programs still match fs_stream's, still upload
+    the file exactly, and count a garbled byte as a failed checksum (and a clean upload as
+    nothing): the breakdown it prints is what the board saw. (A busy host can add losses of
+    its own, hence "at least" for the flip, and "nothing" only for a run that resent nothing.)"""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
+    import stream_losses
+
+    from mpkernel import fs_stream
+    monkeypatch.setattr(fs_stream, "_STREAM_SCAN", fs_stream._STREAM_SCAN)
+    monkeypatch.setattr(fs_stream, "_STREAM_UP", fs_stream._STREAM_UP)
+    stream_losses.instrument()
+    counts, resent = {}, {}
+    for name, fault in (("clean.bin", None), ("flip.bin", ("flip", 1500))):
+        data = os.urandom(3000)
+        lossy_board.exec(f"{stream_losses.COUNTERS}=[0]*{len(stream_losses.REASONS)}")
+        lossy_relay.fault = fault
+        lossy_relay.after_board_says = b"R" if fault else None
+        result = fs.put(data, name)
+        counts[name] = dict(zip(stream_losses.REASONS, (int(x) for x in lossy_board.exec(
+            f"print(*{stream_losses.COUNTERS})").split()), strict=True))
+        resent[name] = result.resends
+        assert board_files(lossy_board)[name] == expect(data)
+    if resent["clean.bin"] == 0:
+        assert set(counts["clean.bin"].values()) == {0}
+    assert resent["flip.bin"] >= 1
+    assert counts["flip.bin"]["sum"] >= 1
