@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,19 +315,24 @@ def main() -> None:
                              "--no-mpremote") from None
     latencies = tuple(None if x == "none" else float(x) / 1000
                       for x in args.latencies.split(","))
-    rows: list[Row] = []
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            for _ in range(args.busy)]
-    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
-          f"{args.busy} busy process{'es' * (args.busy != 1)} started for the run; "
-          + (f"emulator paused {args.stall}/s for 6-30 ms" if args.stall else "no pauses"))
-    try:
+    with busy_processes(args.busy):
+        print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+              f"{args.busy} busy process{'es' * (args.busy != 1)} started for the run; "
+              + (f"emulator paused {args.stall}/s for 6-30 ms" if args.stall else "no pauses"))
         rows = measure(args, latencies)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    report(rows, args.repeat)
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` processes spinning on the CPU while the block runs (a loaded machine)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
     finally:
         for hog in hogs:
             hog.kill()
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    report(rows, args.repeat)
 
 
 def measure(args: argparse.Namespace, latencies: tuple[float | None, ...]) -> list[Row]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,6 +73,16 @@ def instrument() -> None:
     fs_stream._STREAM_UP = _edited(fs_stream._STREAM_UP, _UP_EDITS)
 
 
+def reset_counters(board: Board) -> None:
+    board.exec(f"{COUNTERS}=[0]*{len(REASONS)}")
+
+
+def read_counters(board: Board) -> dict[str, int]:
+    """What the board counted since reset_counters, by reason."""
+    counts = (int(x) for x in board.exec(f"print(*{COUNTERS})").split())
+    return dict(zip(REASONS, counts, strict=True))
+
+
 def confine(pid: int, cpus: set[int]) -> None:
     for tid in os.listdir(f"/proc/{pid}/task"):
         os.sched_setaffinity(int(tid), cpus)
@@ -87,8 +96,11 @@ def main() -> None:
                         help="comma-separated CPU numbers to confine QEMU's threads to")
     args = parser.parse_args()
     instrument()
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            for _ in range(args.busy)]
+    with bench_files.busy_processes(args.busy):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     sim = Simulator()
     relay, fd = bench_files.start(sim)
     try:
@@ -96,7 +108,7 @@ def main() -> None:
             confine(sim.pid or 0, {int(c) for c in args.emulator_cpus.split(",")})
         board = Board(relay.url)
         board.connect()
-        relay.set_throttle(rate=bench_files.WIRE, latency=0.004)
+        relay.set_throttle(rate=bench_files.WIRE, latency=bench_files.USB_SERIAL_LATENCY)
         fs = FileSystem(board)
         print(f"{os.cpu_count()} cores, {args.busy} busy, emulator on CPUs "
               f"{args.emulator_cpus or 'any'}; {SIZE} bytes of text at 115200 baud + 4 ms")
@@ -105,11 +117,11 @@ def main() -> None:
         totals = [0] * len(REASONS)
         for run in range(1, args.repeat + 1):
             bench_files.wipe(board)
-            board.exec(f"{COUNTERS}=[0]*{len(REASONS)}")
+            reset_counters(board)
             began = time.monotonic()
             result = fs.put(bench_files.source_text(SIZE), "bench.txt")
             rate = SIZE / bench_files.WIRE / (time.monotonic() - began)
-            counts = [int(x) for x in board.exec(f"print(*{COUNTERS})").split()]
+            counts = list(read_counters(board).values())
             rates.append(rate)
             totals = [a + b for a, b in zip(totals, counts, strict=True)]
             print(f"{run:>3} {rate:>7.3f} {result.resends:>6}  "
@@ -121,8 +133,6 @@ def main() -> None:
         relay.stop()
         os.close(fd)
         sim.stop()
-        for hog in hogs:
-            hog.kill()
 
 
 if __name__ == "__main__":

@@ -142,12 +142,11 @@ def test_the_loss_counters_of_bench_stream_losses_count_what_the_line_did(
     counts, resent = {}, {}
     for name, fault in (("clean.bin", None), ("flip.bin", ("flip", 1500))):
         data = os.urandom(3000)
-        lossy_board.exec(f"{stream_losses.COUNTERS}=[0]*{len(stream_losses.REASONS)}")
+        stream_losses.reset_counters(lossy_board)
         lossy_relay.fault = fault
         lossy_relay.after_board_says = b"R" if fault else None
         result = fs.put(data, name)
-        counts[name] = dict(zip(stream_losses.REASONS, (int(x) for x in lossy_board.exec(
-            f"print(*{stream_losses.COUNTERS})").split()), strict=True))
+        counts[name] = stream_losses.read_counters(lossy_board)
         resent[name] = result.resends
         assert board_files(lossy_board)[name] == expect(data)
     if resent["clean.bin"] == 0:
