@@ -165,6 +165,18 @@ def test_rfc2217_rts_pulse_resets_the_board(rfc2217_relay: Relay) -> None:
         assert exec_raw(port, b"print(1)") == b"1\r\n" and relay.counters["resets"] == 1
 
 
+def test_closing_an_rfc2217_port_does_not_reset_the_board(rfc2217_relay: Relay) -> None:
+    # Closing drops DTR and RTS together (EN stays high), as a real port's hang-up does; the
+    # harness once released them one after the other, which is the reset pulse, and a test's
+    # board rebooted whenever it closed a connection.
+    relay = rfc2217_relay
+    with open_port(relay.url) as port:
+        exec_raw(port, b"kept = 7")
+    with open_port(relay.url) as port:
+        assert exec_raw(port, b"print(kept)") == b"7\r\n"
+    assert relay.counters["resets"] == 0
+
+
 def test_reset_after_bytes_fires_mid_upload(relay: Relay) -> None:
     with open_port(relay.url) as port:
         exec_raw(port, b"pass")

@@ -218,6 +218,14 @@ class _ModemLines:
         if name in ("dtr", "rts") and "_changed" in self.__dict__:
             self._changed()
 
+    def drop(self) -> None:
+        """Both lines released in one step, as closing a real port does (one change reported:
+        released one after the other, the moment between is RTS asserted with DTR released,
+        which is the EN-low reset pulse)."""
+        super().__setattr__("dtr", False)
+        super().__setattr__("rts", False)
+        self._changed()
+
     def reset_input_buffer(self) -> None:
         """A purge drops nothing here: queued output is what the board has not printed yet."""
 
@@ -270,8 +278,7 @@ class _Rfc2217Front:
         if conn is not None:
             conn.close()
         # Closing a real port drops DTR and RTS together, which leaves EN high.
-        self._lines.dtr = False
-        self._lines.rts = False
+        self._lines.drop()
 
     def _lines_changed(self) -> None:
         lines = self._lines
@@ -480,6 +487,7 @@ class Relay:
                 # The board's UART receive buffer dies with the reset: drop what it had not
                 # read.
                 termios.tcflush(self._board_fd, termios.TCOFLUSH)
+                self.clear_board_output()
             finally:
                 with self._lock:
                     self._resetting = False
@@ -514,6 +522,9 @@ class Relay:
         """Wait until the board prints `marker` (seen at the board, whatever the front does).
 
         Only output arriving after the previous call counts: each call consumes what it saw.
+        A reset (reset_board, or EN rising) forgets what the board printed before it: after
+        one, only the new boot's output counts (a main.py's line printed before the reset once
+        satisfied a wait meant for the new boot, and the test caught the board mid-boot).
         """
         deadline = time.monotonic() + timeout
         with self._board_cond:
@@ -629,6 +640,7 @@ class Relay:
         elif not hold and self._held_in_reset:
             self.board.monitor("system_reset")
             termios.tcflush(self._board_fd, termios.TCOFLUSH)
+            self.clear_board_output()
             self.board.monitor("cont")
             self._held_in_reset = False
             self.counters["resets"] += 1
