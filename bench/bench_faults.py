@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from harness.programs import swallowing  # noqa: E402
 from harness.relay import (  # noqa: E402
     BAUD_115200,
     STALE_HALF_CELL,
@@ -48,10 +49,8 @@ from mpkernel.sim import ModernBoard, simulator_for  # noqa: E402
 PRINTING = "import time\ni=0\nwhile True:\n i+=1\n print('tick', i)\n time.sleep_ms(50)"
 SILENT = "i=0\nwhile True:\n i+=1"
 MAIN_PRINTING = "import time\nn=0\nwhile True:\n n+=1\n print('pub', n)\n time.sleep_ms(500)\n"
-MAIN_SWALLOWS = (
-    "import time\ntime.sleep_ms(1500)\nwhile True:\n try:\n  print('pub')\n"
-    "  time.sleep_ms(300)\n except:\n  pass\n"
-)
+MAIN_SWALLOWS = swallowing(["print('pub')", "time.sleep_ms(300)"], prelude=["time.sleep_ms(1500)"],
+                           time_module="time")
 
 
 @dataclass

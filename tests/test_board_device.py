@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from harness.programs import swallowing
 from harness.relay import STALE_HALF_CELL, STALE_RAW_OUTPUT, Relay
 
 from mpkernel.board import Board
@@ -21,14 +22,12 @@ from mpkernel.interrupts import SILENT_WAIT, InterruptFailed
 pytestmark = pytest.mark.device
 
 PRINTING_LOOP = "import utime\ni=0\nwhile True:\n i+=1\n print('tick', i)\n utime.sleep_ms(100)"
-SWALLOWING_LOOP = (
-    "import utime\nwhile True:\n try:\n  print('tick')\n  utime.sleep_ms(200)\n except:\n  pass"
-)
+SWALLOWING_LOOP = swallowing(["print('tick')", "utime.sleep_ms(200)"])
 # The micro:bit's firmware resets with microbit.reset(); other ports with machine.reset().
 RESET_ITSELF = (
     "try:\n import microbit as m\nexcept ImportError:\n import machine as m\nm.reset()"
 )
-SILENT_SWALLOWING = "import utime\nwhile True:\n try:\n  utime.sleep_ms(300)\n except:\n  pass"
+SILENT_SWALLOWING = swallowing(["utime.sleep_ms(300)"])
 
 
 def run(board: Board, code: str, on_output: Callable[[str], None] | None = None) -> str:
