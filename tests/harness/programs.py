@@ -13,10 +13,10 @@ from __future__ import annotations
 LEVELS = 4
 
 
-def swallowing(body: list[str], prelude: list[str] | None = None, time_module: str = "utime",
-               levels: int = LEVELS) -> str:
+def swallowing(body: list[str], prelude: list[str] | None = None,
+               time_module: str = "utime") -> str:
     """A program that runs `body` (unindented lines) forever and catches every exception at
-    each of `levels` nested loops. `prelude` runs first, outside any try: that is where
+    each of LEVELS nested loops. `prelude` runs first, outside any try: that is where
     %rescue's Ctrl-C at boot lands."""
     lines = [f"import {time_module}", *(prelude or [])]
     lines.append("def __guard(n):")
@@ -28,5 +28,5 @@ def swallowing(body: list[str], prelude: list[str] | None = None, time_module: s
     lines.extend("    " + line for line in body)
     lines.append("  except:")
     lines.append("   pass")
-    lines.append(f"__guard({levels - 1})")
+    lines.append(f"__guard({LEVELS - 1})")
     return "\n".join(lines) + "\n"

@@ -483,11 +483,7 @@ class Relay:
                 # the pty: a paused board prints nothing more, so the drain ends.
                 self.board.monitor("stop")
                 self.counters["dropped"] += _drain(self._board_fd)
-                self.board.monitor("system_reset")
-                # The board's UART receive buffer dies with the reset: drop what it had not
-                # read.
-                termios.tcflush(self._board_fd, termios.TCOFLUSH)
-                self.clear_board_output()
+                self._reboot_paused_vm()
             finally:
                 with self._lock:
                     self._resetting = False
@@ -631,6 +627,14 @@ class Relay:
     def _write_board(self, data: bytes) -> bool:
         return _write_all(self._board_fd, data, lambda: self._stopping)
 
+    def _reboot_paused_vm(self) -> None:
+        """The reset itself, for both ways of resetting (the VM is paused and stays so)."""
+        self.board.monitor("system_reset")
+        # The board's UART receive buffer dies with the reset: drop what it had not read.
+        termios.tcflush(self._board_fd, termios.TCOFLUSH)
+        # What it printed before belongs to the old boot (see wait_board_output).
+        self.clear_board_output()
+
     def _hold_reset(self, hold: bool) -> None:
         """EN low pauses the VM (held in reset); EN rising reboots and resumes it."""
         if hold and not self._held_in_reset:
@@ -638,9 +642,7 @@ class Relay:
             self._held_in_reset = True
             self._event("EN low: board held in reset")
         elif not hold and self._held_in_reset:
-            self.board.monitor("system_reset")
-            termios.tcflush(self._board_fd, termios.TCOFLUSH)
-            self.clear_board_output()
+            self._reboot_paused_vm()
             self.board.monitor("cont")
             self._held_in_reset = False
             self.counters["resets"] += 1
