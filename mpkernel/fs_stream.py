@@ -34,9 +34,15 @@ SILENT = 5.0  # s without a byte from the board during an upload: it stopped ans
 # argument longer than 10 characters, which MicroPython does not intern. The board writes the
 # journal and creates the file before it says R, so nothing arrives while flash is being
 # written for them. It keeps what it received in `b` and skips to the next byte that could
-# start the frame it expects. It sends NAK+seq when there is evidence that frame is damaged
+# start the frame it expects; every 8 reads it joins what it kept into one bytes object (a
+# real board's reads bring a few bytes each, and an object per read ran the 10 KB heap out
+# of RAM within a frame). It sends NAK+seq when there is evidence that frame is damaged
 # or gone (its sum fails, it stays incomplete through 50 ms of silence, or a later frame's
-# header shows up), again at most every 50 ms while that goes on and after 100 ms of silence;
+# header shows up), again at most every 50 ms while that goes on and after 100 ms of silence.
+# Silence is timed only while the board runs: over 20 ms between two of its reads means it
+# was not running (QEMU not scheduled on a busy host; its clock goes on meanwhile), and the
+# rest of the frame may be waiting, so the clocks start again (under load such pauses made
+# the board NAK frames that were only late; the freeze test in test_fs_stream shows it);
 # a copy of a frame it already has is skipped without a word (the host resends exact copies,
 # see _FrameSender). At the end it reads the file back and prints its digest; a copy that does
 # not match, or any failure, makes it remove the file itself. Then, success or not, it drains
@@ -105,11 +111,15 @@ _STREAM_UP = """def __mpk_up(F,P):
  L=[];g=0;q=6;ok=0;y='';k=0;n=0;S=__mpk_op(P)
  micropython.kbd_intr(-1)
  try:
-  wr(b'R');t=tk();z=t
+  wr(b'R');t=tk();z=t;p=t
   while 1:
-   d=rd(96)
-   if d:L.append(d);g+=len(d);t=tk()
-   w=df(tk(),t)
+   d=rd(96);c=tk()
+   if df(c,p)>20:t=c;z=c
+   p=c
+   if d:
+    L.append(d);g+=len(d);t=c
+    if len(L)>7:L=[b''.join(L)]
+   w=df(c,t)
    if g<q and w<=50:continue
    if k and w>100:
     if df(tk(),z)>2000:y='timeout';break

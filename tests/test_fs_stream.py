@@ -153,3 +153,49 @@ def test_the_loss_counters_of_bench_stream_losses_count_what_the_line_did(
         assert set(counts["clean.bin"].values()) == {0}
     assert resent["flip.bin"] >= 1
     assert counts["flip.bin"]["sum"] >= 1
+
+
+def test_a_pause_of_the_emulator_mid_frame_is_not_taken_for_a_silent_line(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay, sim: object,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy host stops QEMU for longer than the board's 50 ms silence rule while a frame is
+    half received; the rest waits in the pty. The board's clock goes on meanwhile, so a board
+    that timed silence from its last byte saw 50 ms pass with a frame incomplete, called it
+    cut, NAKed it and dropped what it had (the stream_losses counters showed such "cut" NAKs
+    under load). Its own pause is not silence on the line. One 48-byte frame in flight at a
+    time, so what piles up in a pause fits the board's 63-byte ring and no byte is lost: any
+    NAK here is the board mistaking its pause for silence."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
+    import stream_losses
+
+    from mpkernel import fs_codec, fs_stream
+    monkeypatch.setattr(fs_stream, "_STREAM_SCAN", fs_stream._STREAM_SCAN)
+    monkeypatch.setattr(fs_stream, "_STREAM_UP", fs_stream._STREAM_UP)
+    monkeypatch.setattr(fs_codec, "stream_frame_size", lambda mem: 48)
+    monkeypatch.setattr(fs_codec, "stream_window", lambda size: 1)
+    stream_losses.instrument()
+    data = os.urandom(5000)
+    stream_losses.reset_counters(lossy_board)
+    with Staller(sim.pid, rate=10.0, low=0.055, high=0.070, seed=5) as staller:  # type: ignore[attr-defined]
+        fs.put(data, "f.bin")
+    counts = stream_losses.read_counters(lossy_board)
+    assert staller.pauses >= 3
+    assert board_files(lossy_board) == {"f.bin": expect(data)}
+    assert (counts["cut"], counts["header cut"]) == (0, 0), counts
+
+
+def test_an_upload_whose_bytes_arrive_a_few_at_a_time_keeps_the_stream_method(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay) -> None:
+    """At 115200 baud a byte lands every 87 us, and a pass of the board's read loop on a real
+    16 MHz micro:bit is estimated at that order (not measured on hardware here), so each read
+    finds a few bytes, not the ~23 of the relay's 2 ms slices that the faster emulated board
+    sees. The board program once kept every read's bytes as an object of its own until the
+    frame was whole: ~60 small objects per frame with 4-byte pieces, and on the 10 KB heap
+    the upload ran out of RAM (MemoryError) and fell back to the exec method."""
+    lossy_relay.set_throttle(rate=BAUD_115200, latency=USB_SERIAL_LATENCY, piece=4)
+    data = os.urandom(4000)
+    result = fs.put(data, "f.bin")
+    assert (result.method, result.note) == ("stream", "")
+    assert board_files(lossy_board) == {"f.bin": expect(data)}
