@@ -135,9 +135,7 @@ class RandomRun:
                 with self._plug_lock:
                     self.relay.unplug()
                 # Plugged back in by a timer, or after the step if it ended first.
-                later = threading.Timer(0.3, self._replug)
-                later.daemon = True
-                later.start()
+                self.relay.call_later(0.3, self._replug)
         timer = threading.Timer(delay, action)
         timer.daemon = True
         timer.start()

@@ -438,9 +438,15 @@ class Relay:
 
     def replug_after(self, seconds: float, name: str | None = None) -> threading.Timer:
         """Replug from a timer, for tests that block in the kernel while the cable is out."""
-        timer = threading.Timer(seconds, self.replug, args=(name,))
-        timer.daemon, timer.name = True, "relay-replug"
-        self._timers.append(timer)
+        return self.call_later(seconds, lambda: self.replug(name), "relay-replug")
+
+    def call_later(self, seconds: float, action: Callable[[], None],
+                   name: str = "relay-timer") -> threading.Timer:
+        """Run `action` from a timer that stop() cancels: a test that ends first must not
+        have it act on a relay that is gone (its directory removed, its fds closed)."""
+        timer = threading.Timer(seconds, action)
+        timer.daemon, timer.name = True, name
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         timer.start()
         return timer
 
