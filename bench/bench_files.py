@@ -114,12 +114,16 @@ def start(sim: QemuBoard) -> tuple[Relay, int]:
     sim.start()
     fd = open_board(sim.pty_path)
     relay = Relay(sim, board_fd=fd)
+    wait_until_answering(sim, relay)
+    return relay, fd
+
+
+def wait_until_answering(sim: QemuBoard, relay: Relay) -> None:
     deadline = time.monotonic() + 15
     # QEMU passes input only ~1 s after its pty was first opened: ask until it answers.
     while not relay.sync_board(timeout=1.5):
         if time.monotonic() > deadline:
             raise SystemExit(f"{sim.label} did not answer")
-    return relay, fd
 
 
 def wipe(board: Board) -> None:

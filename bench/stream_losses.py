@@ -120,7 +120,11 @@ class _PtyWeMade(Simulator):
 
 class _WireThatWaits(Relay):
     """Hands the board its bytes 8 at a time, each only when at most WAITING are still unread
-    by QEMU, and never faster than the line rate from the moment it was handed over."""
+    by QEMU, and never faster than the line rate from the moment it was handed over.
+
+    The pacing is its own, not the relay's pipe with a piece of 8: that pipe writes every piece
+    already due in one go and re-paces only after running over 2 ms late, and with it the
+    board lost bytes in 31 frames of 8 busy uploads against 4 with this (0.47 against 0.54)."""
 
     WAITING = 8
     PIECE = 8
@@ -159,10 +163,7 @@ def _start_waiting_wire() -> tuple[Simulator, Relay, int]:
     sim = _PtyWeMade(os.ttyname(slave))
     sim.start()
     relay = _WireThatWaits(sim, master, slave)
-    deadline = time.monotonic() + 15
-    while not relay.sync_board(timeout=1.5):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{sim.label} did not answer")
+    bench_files.wait_until_answering(sim, relay)
     return sim, relay, master
 
 
