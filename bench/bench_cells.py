@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.relay import BAUD_115200, Relay, open_board  # noqa: E402
 
-from mpkernel.board import Board  # noqa: E402
+from mpkernel.board.board import Board  # noqa: E402
 from mpkernel.sim import ModernBoard  # noqa: E402
 
 WIRE_BYTES_PER_S = 11_520

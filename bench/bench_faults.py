@@ -40,9 +40,9 @@ from harness.relay import (  # noqa: E402
     open_board,
 )
 
-from mpkernel.board import Board  # noqa: E402
+from mpkernel.board.board import Board  # noqa: E402
+from mpkernel.board.interrupts import BoardBusy  # noqa: E402
 from mpkernel.errors import BoardReset, DeviceError, LinkLost, PortBusy  # noqa: E402
-from mpkernel.interrupts import BoardBusy  # noqa: E402
 from mpkernel.rescue import rescue  # noqa: E402
 from mpkernel.sim import ModernBoard, simulator_for  # noqa: E402
 

@@ -58,9 +58,9 @@ from harness.relay import (  # noqa: E402
 )
 from harness.stall import Staller  # noqa: E402
 
-from mpkernel.board import Board  # noqa: E402
+from mpkernel.board.board import Board  # noqa: E402
 from mpkernel.errors import MpkernelError  # noqa: E402
-from mpkernel.fs import FileSystem  # noqa: E402
+from mpkernel.files.api import FileSystem  # noqa: E402
 from mpkernel.sim import ModernBoard, QemuBoard, Simulator  # noqa: E402
 
 WIRE = BAUD_115200

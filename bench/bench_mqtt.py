@@ -31,10 +31,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpkernel import output_filters  # noqa: E402
-from mpkernel.board import Board  # noqa: E402
+from mpkernel.board.board import Board  # noqa: E402
+from mpkernel.host.mqtt.broker import start_broker  # noqa: E402
+from mpkernel.host.mqtt.client import Connection  # noqa: E402
 from mpkernel.magics import MagicContext, registry  # noqa: E402
-from mpkernel.mqtt.broker import start_broker  # noqa: E402
-from mpkernel.mqtt.client import Connection  # noqa: E402
 
 PORTS = {"microbit": "sim", "qemu": "sim:qemu"}
 

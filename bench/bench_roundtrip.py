@@ -9,7 +9,7 @@ Round trip of a trivial cell, `print(1)`, and of a cell ending in an expression
 (`x = 6; x * 7`, shown as Out[n]), median and worst of N:
   floor    a minimal pyserial loop on the board's pty: `print(1)\\x04` in raw REPL mode, read
            to `\\x04>`. Nothing can run a cell on this board faster.
-  board    the same through mpkernel's Board.exec in this process (board.py + rawrepl.py),
+  board    the same through mpkernel's Board.exec in this process (board/board.py, rawrepl.py),
            once as typed and once as the kernel sends it (rewritten to show a trailing
            expression's value: more bytes for the board to receive).
   mpkernel execute_request -> execute_reply and idle status, through a real kernel process
@@ -44,7 +44,7 @@ from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
 from mpkernel import cells
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.sim import ModernBoard, QemuBoard, simulator_for
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"

@@ -24,9 +24,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from harness.fs_random import Mismatch, RandomRun  # noqa: E402
 from harness.relay import Relay, comports_with  # noqa: E402
 
-from mpkernel import fs_codec as codec  # noqa: E402
-from mpkernel.board import Board  # noqa: E402
-from mpkernel.fs import FileSystem  # noqa: E402
+from mpkernel.board.board import Board  # noqa: E402
+from mpkernel.files import codec  # noqa: E402
+from mpkernel.files.api import FileSystem  # noqa: E402
 from mpkernel.sim import ModernBoard, Simulator  # noqa: E402
 
 

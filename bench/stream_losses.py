@@ -49,9 +49,9 @@ sys.path.insert(0, str(HERE))
 import bench_files  # noqa: E402
 from harness.relay import Relay  # noqa: E402
 
-from mpkernel import fs_stream  # noqa: E402
-from mpkernel.board import Board  # noqa: E402
-from mpkernel.fs import FileSystem  # noqa: E402
+from mpkernel.board.board import Board  # noqa: E402
+from mpkernel.files import stream as fs_stream  # noqa: E402
+from mpkernel.files.api import FileSystem  # noqa: E402
 from mpkernel.sim import Simulator  # noqa: E402
 
 SIZE = 10_000
@@ -77,7 +77,7 @@ _UP_EDITS = (("    L=[];g=0;q=6;t=tk();n=t;", "    __mpk_why[4]+=1;L=[];g=0;q=6;
 def _edited(text: str, edits: tuple[tuple[str, str], ...]) -> str:
     for old, new in edits:
         if text.count(old) != 1:
-            raise SystemExit("fs_stream's programs changed: update stream_losses' counters "
+            raise SystemExit("files/stream.py's programs changed: update stream_losses' counters "
                              f"(no single {old.strip()[:40]!r})")
         text = text.replace(old, new)
     return text

@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     flash = sub.add_parser("flash", help="put MicroPython on a board: esptool for ESP chips, "
                            "a drive copy for .uf2/.hex; then connect to show the new version")
-    from mpkernel.flashing import add_cli_arguments
+    from mpkernel.flash.frontend import add_cli_arguments
 
     add_cli_arguments(flash)
     return parser
@@ -228,17 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sim":
         return cmd_sim(args)
     if args.command == "ports":
-        from mpkernel.ports import cli_main
+        from mpkernel.board.ports import cli_main
 
         return cli_main()
     if args.command == "doctor":
-        from mpkernel.doctor import cli_main as doctor_main
+        from mpkernel.board.doctor import cli_main as doctor_main
 
         return doctor_main(args.port, args.baud)
     if args.command == "run":
         return cmd_run(args)
     if args.command == "flash":
-        from mpkernel.flashing import run_cli
+        from mpkernel.flash.frontend import run_cli
 
         return run_cli(args)
     return 2

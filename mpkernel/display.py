@@ -17,7 +17,7 @@ from mpkernel import output_filters
 from mpkernel.cells import RESULT_MARK
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
     from mpkernel.errors import MpkernelError
 
 

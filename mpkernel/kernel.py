@@ -16,8 +16,8 @@ from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Enum, Float, Integer, Unicode, observe
 
 from mpkernel import __version__, cells, display, output_filters, platform_support
-from mpkernel.board import Board
-from mpkernel.connect import BoardSettings, new_board, replace_board
+from mpkernel.board.board import Board
+from mpkernel.board.connect import BoardSettings, new_board, replace_board
 from mpkernel.errors import DeviceError, MpkernelError
 from mpkernel.magics import HelpRequested, MagicContext, registry
 
@@ -86,8 +86,8 @@ class MicroPythonKernel(IPythonKernel):
         chosen = self.chosen_port or os.environ.get("MPKERNEL_PORT", "") or self.port
         if chosen:
             return chosen
+        from mpkernel.board.ports import list_ports, pick_port
         from mpkernel.errors import PortError
-        from mpkernel.ports import list_ports, pick_port
 
         try:
             return pick_port()

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mpkernel.board.interrupts import describe_stopped
+from mpkernel.board.rawrepl import FRIENDLY_PROMPT, RAW_BANNER
 from mpkernel.errors import MpkernelError, ResetUnsupported
-from mpkernel.interrupts import describe_stopped
-from mpkernel.rawrepl import FRIENDLY_PROMPT, RAW_BANNER
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
-    from mpkernel.fs import FileSystem
+    from mpkernel.board.board import Board
+    from mpkernel.files.api import FileSystem
 
 SPAM_EVERY = 0.02  # one Ctrl-C per 20 ms: dense enough to land in a boot's first statements
 SPAM_FOR = 4.0  # after a reset we control
@@ -54,7 +54,7 @@ def rescue(board: Board, note: Callable[[str], None], confirm: Callable[[str], b
     stopped = board.resync() or describe_stopped(seen)
     lines = ["The board answers again." + (f" {stopped}" if stopped else "")]
     if board.file_exists("main.py"):
-        from mpkernel.fs import FileSystem
+        from mpkernel.files.api import FileSystem
 
         files = FileSystem(board)
         quiet = _free_name(files, "main.py.off")

@@ -20,7 +20,7 @@ from mpkernel.display import progress_text
 from mpkernel.errors import MpkernelError
 
 if TYPE_CHECKING:
-    from mpkernel.ports import PortInfo
+    from mpkernel.board.ports import PortInfo
 
 SIM_LABEL = "sim - the emulated micro:bit (MicroPython 1.9.2)"
 QEMU_LABEL = "sim:qemu - the emulated MicroPython 1.25 board"

@@ -17,8 +17,8 @@ from harness.fixtures import (  # noqa: F401  (registered by their short names)
 )
 from harness.relay import LossyRelay, Relay, comports_with
 
-from mpkernel.board import Board
-from mpkernel.mqtt.broker import Broker
+from mpkernel.board.board import Board
+from mpkernel.host.mqtt.broker import Broker
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def lossy_board(lossy_relay: LossyRelay) -> Iterator[Board]:
 @pytest.fixture(scope="module")
 def local_broker() -> Iterator[Broker]:
     """A mosquitto of the test's own on loopback, for the MQTT tests of one module."""
-    from mpkernel.mqtt.broker import start_broker
+    from mpkernel.host.mqtt.broker import start_broker
 
     b = start_broker(port=0, bind="127.0.0.1")
     try:

@@ -15,9 +15,9 @@ import pytest
 from harness.programs import swallowing
 from harness.relay import STALE_HALF_CELL, STALE_RAW_OUTPUT, Relay
 
-from mpkernel.board import Board
+from mpkernel.board.board import Board
+from mpkernel.board.interrupts import SILENT_WAIT, InterruptFailed
 from mpkernel.errors import BoardReset, CellRefused, DeviceError
-from mpkernel.interrupts import SILENT_WAIT, InterruptFailed
 
 pytestmark = pytest.mark.device
 

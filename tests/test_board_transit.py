@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from fakes.rawrepl_device import FakeDevice, PythonRunner
 
-from mpkernel.board import Board
-from mpkernel.caps import Capabilities
+from mpkernel.board.board import Board
+from mpkernel.board.caps import Capabilities
+from mpkernel.board.rawrepl import RawRepl, ResetDuringExec
 from mpkernel.errors import BoardReset, BoardTimeout, DeviceError, Interrupted
-from mpkernel.fs_transfer import _start, exec_upload
-from mpkernel.rawrepl import RawRepl, ResetDuringExec
+from mpkernel.files.transfer import _start, exec_upload
 
 COMPILE_ERROR = (b'Traceback (most recent call last):\r\n  File "<stdin>", line 1\r\n'
                  b"SyntaxError: invalid syntax\r\n")

@@ -87,7 +87,7 @@ def free_port() -> int:
 def mqtt_broker() -> Iterator[Any]:
     """mosquitto on loopback, started here: the test publishes to it from outside the
     notebook, with the generated user (the kernel gets the password in its environment)."""
-    from mpkernel.mqtt import broker as brokers
+    from mpkernel.host.mqtt import broker as brokers
 
     b = brokers.start_broker(port=0, bind="127.0.0.1")
     try:
@@ -347,7 +347,7 @@ def steps(page: Page, lab: dict[str, Any], mqtt_broker: Any) -> None:
 def mqtt_steps(page: Page, broker: Any) -> None:
     """%mqtt watch shows, in place, a message from a later cell and one that arrives while a
     board cell runs."""
-    from mpkernel.mqtt.client import Connection
+    from mpkernel.host.mqtt.client import Connection
 
     first = len(CELLS)
     page.run(first)

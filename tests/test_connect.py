@@ -9,7 +9,7 @@ import pytest
 from harness.relay import Relay
 from test_faults import MAIN_SWALLOWS, remove_main_py, run, write_main
 
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.kernel import MicroPythonKernel
 from mpkernel.magics import MagicContext, registry
 

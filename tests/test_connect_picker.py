@@ -15,7 +15,7 @@ import pytest
 from test_connect import KernelLike, run_magic
 from test_ports import FakeHandle
 
-from mpkernel import ports
+from mpkernel.board import ports
 from mpkernel.magics import MagicContext
 from mpkernel.sim.cache import find_firmware
 

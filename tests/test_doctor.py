@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 import serial
 
-from mpkernel import doctor
-from mpkernel.doctor import Timing, Verdict, diagnose
+from mpkernel.board import doctor
+from mpkernel.board.doctor import Timing, Verdict, diagnose
 from mpkernel.errors import PortError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -21,9 +21,9 @@ from harness.programs import swallowing
 from harness.relay import STALE_HALF_CELL, STALE_RAW_OUTPUT, TO_HOST, Relay, comports_with
 from test_board_device import host_sees
 
-from mpkernel.board import Board
+from mpkernel.board.board import Board
+from mpkernel.board.interrupts import BoardBusy
 from mpkernel.errors import BoardReset, DeviceError, LinkLost, PortBusy
-from mpkernel.interrupts import BoardBusy
 from mpkernel.rescue import rescue
 
 pytestmark = pytest.mark.device

@@ -9,9 +9,9 @@ import pytest
 from harness import BAUD_115200
 from harness.checks import wipe_files
 
-from mpkernel import fs_codec as codec
 from mpkernel.display import TextProgress
 from mpkernel.errors import MpkernelError
+from mpkernel.files import codec
 from mpkernel.magics import MagicContext, registry
 
 pytestmark = pytest.mark.device

@@ -11,7 +11,7 @@ import pytest
 from esp_rom_emulator import EspRomEmulator, make_app_image, serve
 from flash_facts import check_against_flash
 
-from mpkernel.flash import FlashError, FlashResult, flash_esp
+from mpkernel.flash.writers import FlashError, FlashResult, flash_esp
 
 IMAGE = make_app_image()
 OLD = b"OLDFIRMWARE!" * 100  # what the board held before; must survive a refused flash

@@ -9,8 +9,8 @@ import pytest
 from esp_rom_emulator import make_app_image
 from flash_facts import check_against_drive
 
-from mpkernel import firmware as fw
-from mpkernel.flash import FlashError, check_image, copy_to_drive, find_drive, image_chip
+from mpkernel.flash import firmware as fw
+from mpkernel.flash.writers import FlashError, check_image, copy_to_drive, find_drive, image_chip
 
 # Shaped like https://micropython.org/download/ESP32_GENERIC/: each release a bold .bin link
 # followed by its extras, variants (SPIRAM) on the same page, preview builds first.

@@ -14,11 +14,11 @@ import serial
 from esp_rom_emulator import EspRomEmulator, RelayApp, make_app_image, serve
 from flash_facts import check_against_drive, check_against_flash
 
-import mpkernel.flash as flash_module
-import mpkernel.ports as ports_module
-from mpkernel.caps import Capabilities
+import mpkernel.board.ports as ports_module
+import mpkernel.flash.writers as flash_module
+from mpkernel.board.caps import Capabilities
 from mpkernel.errors import LinkLost
-from mpkernel.flashing import add_cli_arguments, run_cli
+from mpkernel.flash.frontend import add_cli_arguments, run_cli
 from mpkernel.magics import MagicContext, registry
 
 IMAGE = make_app_image()
@@ -216,7 +216,7 @@ def test_the_magic_copies_a_drive_image_and_states_its_size_and_sha256(tmp_path,
 
 def test_a_drive_copy_releases_the_connected_board_and_reattaches_after(
         tmp_path, drive, monkeypatch):
-    import mpkernel.flashing as flashing
+    import mpkernel.flash.frontend as flashing
 
     image = tmp_path / "microbit.hex"
     image.write_bytes(b":00000001FF\n" * 1000)
@@ -294,7 +294,7 @@ def test_flash_then_the_next_cell_runs_on_the_new_repl(tmp_path, capsys, front):
     """The board runs a REPL; the flash releases it, esptool resets it into the bootloader
     through DTR/RTS, flashes, hard-resets; the port then serves real MicroPython (the QEMU
     micro:bit, relayed) and Board.reattach finds it."""
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
     from mpkernel.sim import Simulator
 
     image = tmp_path / "fw.bin"

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from mpkernel import fs_codec as codec
+from mpkernel.files import codec
 
 
 def _decode(enc: codec.Encoded) -> bytes:

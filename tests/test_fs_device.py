@@ -8,9 +8,9 @@ import os
 import pytest
 from harness import BAUD_115200, TO_BOARD, USB_SERIAL_LATENCY
 
-from mpkernel import fs_codec as codec
 from mpkernel.errors import BoardReset, Interrupted
-from mpkernel.fs import BoardFull, FileNotFound, FileSystem, Unsupported
+from mpkernel.files import codec
+from mpkernel.files.api import BoardFull, FileNotFound, FileSystem, Unsupported
 
 pytestmark = pytest.mark.device
 
@@ -212,7 +212,7 @@ def test_exec_path_for_boards_without_a_raw_channel(fs: FileSystem,
     # f.write(<literal>) per chunk; check it here too.
     import dataclasses
 
-    from mpkernel import fs_fast
+    from mpkernel.files import fast as fs_fast
 
     fs._info = dataclasses.replace(fs.info(), stream=False)
     monkeypatch.setattr(fs_fast, "usable", lambda board: False)

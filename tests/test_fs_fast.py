@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mpkernel import fs_fast
-from mpkernel.fs_fast import F_DEFLATE, F_SEGMENT_END, FRAME, HEADER, plan_upload
+from mpkernel.files import fast as fs_fast
+from mpkernel.files.fast import F_DEFLATE, F_SEGMENT_END, FRAME, HEADER, plan_upload
 
 SOURCE = b"".join(p.read_bytes() for p in sorted(Path(fs_fast.__file__).parent.glob("*.py")))
 

@@ -15,8 +15,8 @@ import time
 import pytest
 from harness.fs_random import RandomRun
 
-from mpkernel import fs_codec as codec
-from mpkernel.fs import FileSystem
+from mpkernel.files import codec
+from mpkernel.files.api import FileSystem
 
 pytestmark = [pytest.mark.device,
               pytest.mark.boards("microbit", "qemu", reason="files must survive faults on both")]

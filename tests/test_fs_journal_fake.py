@@ -14,9 +14,9 @@ import os
 import pytest
 from fakes.fsboard import FakeFsBoard
 
-from mpkernel import fs_codec as codec
 from mpkernel.errors import BoardReset, MpkernelError
-from mpkernel.fs import FileSystem
+from mpkernel.files import codec
+from mpkernel.files.api import FileSystem
 
 MODES = ["none", "atomic", "refuse"]
 OTHER = os.urandom(700)

@@ -20,11 +20,11 @@ from harness.relay import (
     LossyRelay,
 )
 
-from mpkernel import fs_fast
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.display import TextProgress
 from mpkernel.errors import MpkernelError
-from mpkernel.fs import FileError, FileSystem
+from mpkernel.files import fast as fs_fast
+from mpkernel.files.api import FileError, FileSystem
 from mpkernel.magics import MagicContext, registry
 
 pytestmark = [pytest.mark.device,

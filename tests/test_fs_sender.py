@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from fakes.rawrepl_device import FakeDevice
 
-from mpkernel import fs_stream
-from mpkernel.rawrepl import SPEED_UP_AFTER, LinePacer, RawRepl
+from mpkernel.board.rawrepl import SPEED_UP_AFTER, LinePacer, RawRepl
+from mpkernel.files import stream as fs_stream
 
 
 class Clock:

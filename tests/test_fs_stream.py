@@ -18,8 +18,8 @@ from harness.checks import ctrl_c_works, wipe_files
 from harness.relay import BAUD_115200, USB_SERIAL_LATENCY, LossyRelay
 from harness.stall import Staller
 
-from mpkernel.board import Board
-from mpkernel.fs import FileSystem
+from mpkernel.board.board import Board
+from mpkernel.files.api import FileSystem
 
 pytestmark = [pytest.mark.device, pytest.mark.boards(
     "microbit", reason="the stream method is the micro:bit's (the modern board has fs_fast)")]
@@ -135,7 +135,7 @@ def test_the_loss_counters_of_bench_stream_losses_count_what_the_line_did(
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
     import stream_losses
 
-    from mpkernel import fs_stream
+    from mpkernel.files import stream as fs_stream
     monkeypatch.setattr(fs_stream, "_STREAM_SCAN", fs_stream._STREAM_SCAN)
     monkeypatch.setattr(fs_stream, "_STREAM_UP", fs_stream._STREAM_UP)
     stream_losses.instrument()
@@ -170,7 +170,8 @@ def test_a_pause_of_the_emulator_mid_frame_is_not_taken_for_a_silent_line(
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
     import stream_losses
 
-    from mpkernel import fs_codec, fs_stream
+    from mpkernel.files import codec as fs_codec
+    from mpkernel.files import stream as fs_stream
     monkeypatch.setattr(fs_stream, "_STREAM_SCAN", fs_stream._STREAM_SCAN)
     monkeypatch.setattr(fs_stream, "_STREAM_UP", fs_stream._STREAM_UP)
     monkeypatch.setattr(fs_codec, "stream_frame_size", lambda mem: 48)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mpkernel.fs import GetResult, PutResult
+from mpkernel.files.api import GetResult, PutResult
 
 
 def put(resends: int, frames: int, digest: str = "adler32:80e6612b") -> str:

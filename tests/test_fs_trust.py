@@ -16,8 +16,8 @@ import pytest
 from harness import BAUD_115200
 from harness.checks import wipe_files
 
-from mpkernel import fs_codec as codec
-from mpkernel.fs import BoardFull, FileSystem
+from mpkernel.files import codec
+from mpkernel.files.api import BoardFull, FileSystem
 
 # The micro:bit's flat filesystem in 128-byte chunks, Adler-32, no os.rename: what issue 13
 # saw. The modern board's replace is one rename (tests/test_fs_journal_fake.py covers FAT's).

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mpkernel import interrupts
-from mpkernel.interrupts import (
+from mpkernel.board import interrupts
+from mpkernel.board.interrupts import (
     BURST_TICKS,
     RETRIES,
     SILENT_WAIT,
@@ -22,7 +22,7 @@ from mpkernel.interrupts import (
     catch_busy_board,
     describe_stopped,
 )
-from mpkernel.rawrepl import RAW_BANNER, ExecState, RawRepl
+from mpkernel.board.rawrepl import RAW_BANNER, ExecState, RawRepl
 
 MAIN_TRACE = (
     b"Traceback (most recent call last):\r\n"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mpkernel import introspect
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.errors import DeviceError
 from mpkernel.magics import registry
 

@@ -13,7 +13,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from mpkernel import kernel as kernel_module
-from mpkernel import ports, sim
+from mpkernel import sim
+from mpkernel.board import ports
 from mpkernel.cli import spec_dir_with_argv
 from mpkernel.errors import PortError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mpkernel.link import TRACE_VARIABLE, Link
+from mpkernel.board.link import TRACE_VARIABLE, Link
 
 
 def test_every_byte_sent_and_read_is_in_the_trace(tmp_path: Path,

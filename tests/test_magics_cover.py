@@ -15,11 +15,11 @@ import serial
 from harness.relay import Relay, comports_with
 from test_connect import KernelLike, run_magic
 
-from mpkernel import ports
-from mpkernel.board import Board
+from mpkernel.board import ports
+from mpkernel.board.board import Board
+from mpkernel.board.interrupts import BoardBusy
+from mpkernel.board.link import Link
 from mpkernel.errors import MpkernelError, PortBusy
-from mpkernel.interrupts import BoardBusy
-from mpkernel.link import Link
 from mpkernel.magics import registry
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from host_kernel import PORTS, Notebook, board_name_fixture, notebook  # noqa: F401
 
-from mpkernel.mqtt import broker as brokers
-from mpkernel.mqtt.client import Connection
+from mpkernel.host.mqtt import broker as brokers
+from mpkernel.host.mqtt.client import Connection
 
 WRONG = "not-the-password"
 
@@ -287,7 +287,7 @@ def test_bridge_keeps_a_real_umqtt_unless_forced(nb: Notebook, broker: dict[str,
 
 
 def test_frames_split_across_reads_and_lookalikes_in_user_text(tmp_path: Path) -> None:
-    from mpkernel.mqtt import bridge
+    from mpkernel.host.mqtt import bridge
 
     class FakeLink:
         def __init__(self) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mpkernel.mqtt import broker as brokers
-from mpkernel.mqtt.client import Connection, MqttError, check_topic
+from mpkernel.host.mqtt import broker as brokers
+from mpkernel.host.mqtt.client import Connection, MqttError, check_topic
 
 
 @pytest.mark.parametrize(("topic", "wildcards", "says"), [

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from host_kernel import Notebook, notebook
 
-from mpkernel.mqtt import broker as brokers
-from mpkernel.mqtt.client import Connection, MqttError
+from mpkernel.host.mqtt import broker as brokers
+from mpkernel.host.mqtt.client import Connection, MqttError
 
 
 def make_ca_and_server(folder: Path, name: str) -> tuple[Path, Path, Path]:

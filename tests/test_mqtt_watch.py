@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from host_kernel import Cell, Notebook, notebook
 
-from mpkernel.mqtt import broker as brokers
+from mpkernel.host.mqtt import broker as brokers
 
 DELAY = 0.25  # s each way through the proxy: a broker across the internet
 

@@ -18,7 +18,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.cli import spec_dir_with_argv
 from mpkernel.errors import BoardReset, DeviceError, Interrupted
 from mpkernel.sim import ModernBoard, SimulatorMissing

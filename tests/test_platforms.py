@@ -19,9 +19,11 @@ from types import SimpleNamespace
 import pytest
 import serial
 
-from mpkernel import doctor, flash, link, platform_support, ports
-from mpkernel.doctor import Verdict
+from mpkernel import platform_support
+from mpkernel.board import doctor, link, ports
+from mpkernel.board.doctor import Verdict
 from mpkernel.errors import PortBusy, PortError
+from mpkernel.flash import writers as flash
 
 WIN_BUSY = serial.SerialException(
     "could not open port 'COM3': PermissionError(13, 'Access is denied.', None, 5)")
@@ -667,7 +669,7 @@ def test_windows_device_not_functioning_is_not_called_missing(on, monkeypatch) -
 
 
 def test_a_board_without_serial_number_is_found_again_on_its_com_port(on) -> None:
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
 
     on("win32")
     present: list = []

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from mpkernel import platform_support, ports
+from mpkernel import platform_support
+from mpkernel.board import ports
+from mpkernel.board.ports import PortIdentity
 from mpkernel.errors import PortError
-from mpkernel.ports import PortIdentity
 
 
 def port(device: str, vid: int | None = None, pid: int | None = None, serial: str | None = None,
@@ -239,7 +240,7 @@ def test_importing_mpkernel_does_not_import_ipywidgets() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, mpkernel, mpkernel.ports, mpkernel.doctor, mpkernel.magics; "
+    code = ("import sys, mpkernel, mpkernel.board.ports, mpkernel.board.doctor, mpkernel.magics; "
             "mpkernel.magics.registry(); print('ipywidgets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

@@ -13,8 +13,8 @@ import time
 import pytest
 from fakes.rawrepl_device import KEYBOARD_INTERRUPT, FakeDevice
 
+from mpkernel.board.rawrepl import PasteStalled, RawRepl, ResetDuringExec
 from mpkernel.errors import BoardTimeout, Interrupted
-from mpkernel.rawrepl import PasteStalled, RawRepl, ResetDuringExec
 
 
 def run(repl: RawRepl, code: bytes) -> tuple[bytes, bytes]:

@@ -15,7 +15,7 @@ import pytest
 from harness.relay import open_board
 
 from mpkernel import platform_support, sim
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.errors import MpkernelError
 from mpkernel.sim.cache import find_firmware
 

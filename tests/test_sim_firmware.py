@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from mpkernel import platform_support, sim
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.sim import microbit
 from mpkernel.sim.microbit import FIRMWARE_ENV, Firmware, find_firmware, v1_hex
 

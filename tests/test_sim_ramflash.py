@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mpkernel import platform_support
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.errors import MpkernelError
 from mpkernel.sim import ModernBoard, _gdbload, modern
 

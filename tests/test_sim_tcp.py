@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from mpkernel import platform_support, sim
-from mpkernel.board import Board
+from mpkernel.board.board import Board
+from mpkernel.board.link import Link
 from mpkernel.errors import ResetUnsupported
-from mpkernel.link import Link
 from mpkernel.sim import _qemu, microbit, modern
 from mpkernel.sim.cache import find_firmware
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from mpkernel.errors import MpkernelError
 
 if TYPE_CHECKING:
-    from mpkernel.fs import FileSystem
+    from mpkernel.files.api import FileSystem
     from mpkernel.magics import MagicContext
 
 DEFAULT_INDEX = "https://micropython.org/pi/v2"

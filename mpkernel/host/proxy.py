@@ -27,8 +27,8 @@ from mpkernel.display import CellOutput, error_lines, hint_lines
 from mpkernel.errors import DeviceError, Interrupted, MpkernelError
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
-    from mpkernel.fs import FileSystem
+    from mpkernel.board.board import Board
+    from mpkernel.files.api import FileSystem
 
 _MARK = cells.RESULT_MARK
 
@@ -171,7 +171,7 @@ class BoardProxy:
 
     # -- machinery --------------------------------------------------------------------------
     def _fs(self) -> FileSystem:
-        from mpkernel.fs import FileSystem
+        from mpkernel.files.api import FileSystem
 
         # Shared with the file magics, so the filesystem probe runs once per connection.
         state = self._kernel.magic_state

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mpkernel.errors import CellRefused
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
     from mpkernel.display import Progress
 
 # Families are imported on first use of the registry, which fills it by side effect.

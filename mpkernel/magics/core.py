@@ -12,8 +12,8 @@ from mpkernel.errors import MpkernelError
 from mpkernel.magics import Magic, MagicContext, arg, magic, registry
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
-    from mpkernel.ports import PortInfo
+    from mpkernel.board.board import Board
+    from mpkernel.board.ports import PortInfo
 
 
 @magic(
@@ -33,7 +33,7 @@ def connect(ctx: MagicContext, args: argparse.Namespace) -> None:
     use preselected), a numbered list otherwise (then `%connect 2` picks the second).
     Choosing the board already connected keeps it as it is, variables included.
     """
-    from mpkernel.ports import list_ports
+    from mpkernel.board.ports import list_ports
 
     kernel = ctx.kernel
     if args.baud is not None and kernel is not None:
@@ -100,7 +100,7 @@ def connect_to(ctx: MagicContext, port: str, say: Callable[[str], None]) -> str:
 
 def _choose(ctx: MagicContext, found: list[PortInfo]) -> None:
     """%connect alone: what is connected now, then the ports and emulated boards to choose."""
-    from mpkernel.ports import format_ports
+    from mpkernel.board.ports import format_ports
 
     ctx.state["listed_ports"] = [p.device for p in found]
     current = ctx.peek_board()
@@ -139,7 +139,7 @@ def unopened_board(ctx: MagicContext, port: str) -> Board:
     if ctx.attach is not None:
         board = ctx.attach(port, connect=False)
     else:
-        from mpkernel.connect import new_board
+        from mpkernel.board.connect import new_board
 
         board = new_board(port)
     board.note = ctx.write

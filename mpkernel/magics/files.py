@@ -1,6 +1,6 @@
 """File magics: %ls %cat %rm %mkdir %df %put %get %sync %%writefile %run.
 
-Everything here goes through `mpkernel.fs.FileSystem`, which verifies every upload and
+Everything here goes through `mpkernel.files.api.FileSystem`, which verifies every upload and
 download against a checksum the board computes, and replaces the old file only once the new
 one is complete.
 """
@@ -12,10 +12,10 @@ import os
 import time
 from pathlib import Path
 
-from mpkernel import fs_codec as codec
 from mpkernel.display import StreamCleaner, human_bytes
 from mpkernel.errors import MpkernelError
-from mpkernel.fs import FileError, FileSystem, PutResult
+from mpkernel.files import codec
+from mpkernel.files.api import FileError, FileSystem, PutResult
 from mpkernel.magics import MagicContext, arg, magic
 
 # Below this size a transfer is over before a bar would be drawn: a summary line suffices.

@@ -1,10 +1,10 @@
-"""%flash: put MicroPython on the board and come back to its REPL (mpkernel/flashing.py)."""
+"""%flash: put MicroPython on the board and come back to its REPL (mpkernel/flash/frontend.py)."""
 
 from __future__ import annotations
 
 import argparse
 
-from mpkernel.flashing import FLASH_ARGS, FlashIO, run_flash
+from mpkernel.flash.frontend import FLASH_ARGS, FlashIO, run_flash
 from mpkernel.magics import MagicContext, arg, magic
 from mpkernel.magics.core import unopened_board
 

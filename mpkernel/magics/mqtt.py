@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpkernel.errors import MpkernelError
+from mpkernel.host.mqtt import bridge
+from mpkernel.host.mqtt.client import Connection, Message, MqttError, check_topic
 from mpkernel.magics import MagicContext, arg, magic
-from mpkernel.mqtt import bridge
-from mpkernel.mqtt.client import Connection, Message, MqttError, check_topic
 
 # The relay answers any board cell (a board with the bridge from an earlier session too).
 bridge.register()
@@ -412,7 +412,7 @@ def _stop(ctx: MagicContext, args: argparse.Namespace) -> None:
 
 
 def _broker(ctx: MagicContext, args: argparse.Namespace) -> None:
-    from mpkernel.mqtt import broker as brokers
+    from mpkernel.host.mqtt import broker as brokers
 
     state = _state(ctx)
     b = state.broker

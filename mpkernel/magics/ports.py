@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mpkernel import doctor as doctorlib
 from mpkernel import platform_support as plat
-from mpkernel import ports as portlib
+from mpkernel.board import doctor as doctorlib
+from mpkernel.board import ports as portlib
 from mpkernel.errors import MpkernelError
 from mpkernel.magics import MagicContext, arg, magic
 

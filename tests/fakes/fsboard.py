@@ -21,7 +21,7 @@ import traceback
 from types import SimpleNamespace
 
 from mpkernel import cells
-from mpkernel.caps import Capabilities
+from mpkernel.board.caps import Capabilities
 from mpkernel.errors import BoardReset, DeviceError, LinkLost
 
 
@@ -135,7 +135,7 @@ class _Link:
 
 
 class FakeFsBoard:
-    """Enough of mpkernel.board.Board for FileSystem: exec, caps, link, note."""
+    """Enough of mpkernel.board.board.Board for FileSystem: exec, caps, link, note."""
 
     def __init__(self, rename: str = "none") -> None:
         self.flash = FakeFlash(rename)
@@ -199,6 +199,6 @@ class FakeFsBoard:
 
 def digest_of(data: bytes, modern: bool) -> str:
     """What FileSystem expects the board to print for `data` (sha256 or adler32)."""
-    from mpkernel import fs_codec
+    from mpkernel.files import codec as fs_codec
 
     return hashlib.sha256(data).hexdigest() if modern else fs_codec.digest(data, "adler32")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 from mpkernel.errors import DeviceError
 
 # Removes every file and folder (folders only where the firmware has them): a test that

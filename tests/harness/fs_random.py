@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mpkernel.errors import BoardReset, LinkLost, MpkernelError
-from mpkernel.fs import BoardFull, FileSystem
+from mpkernel.files.api import BoardFull, FileSystem
 
 from .relay import Relay
 
@@ -85,7 +85,7 @@ class RandomRun:
         self._plug_lock = threading.Lock()
 
     @property
-    def board(self):  # noqa: ANN201 - mpkernel.board.Board
+    def board(self):  # noqa: ANN201 - mpkernel.board.board.Board
         return self.fs.board
 
     # -- the board's files, read independently ----------------------------------------------

@@ -2,14 +2,14 @@
 
 Two methods, chosen by `fs.FileSystem` from what the firmware has:
 
-- stream (fs_stream.py): one small program on the board turns off Ctrl-C
+- stream (stream.py): one small program on the board turns off Ctrl-C
   (`micropython.kbd_intr(-1)`) and reads framed raw bytes from the UART (`microbit.uart`),
   so any byte costs one byte on the wire. The board's receive ring holds only 63 bytes and,
   when its Python falls behind (on the emulated board: whenever its host is busy), bytes
   are lost; so each frame names the file offset it belongs at and carries a sum and a
   trailer byte (see fs_codec), the board acknowledges every good frame with its position
   and answers a damaged or missing one with NAK, and the host sends again from the board's
-  position (go-back-N, see fs_stream._FrameSender). A window of frames in flight hides the
+  position (go-back-N, see stream._FrameSender). A window of frames in flight hides the
   USB latency. At the end the program reads the file back and prints its digest. It gives
   up by itself after 3 s of silence, or 2 s without a good frame (a host that vanished
   mid-upload and came back sends Ctrl-C bursts, not frames), so the board is never left
@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mpkernel import cells
-from mpkernel import fs_codec as codec
+from mpkernel.board.link import READ_TICK
+from mpkernel.board.rawrepl import find_reset
 from mpkernel.errors import (
     BoardReset,
     BoardTimeout,
@@ -38,8 +39,7 @@ from mpkernel.errors import (
     LinkLost,
     MpkernelError,
 )
-from mpkernel.link import READ_TICK
-from mpkernel.rawrepl import find_reset
+from mpkernel.files import codec
 
 Progress = Callable[[int, int], None]
 # Globals the upload programs define; removed after a failure left them behind.
@@ -280,7 +280,7 @@ def _start(board, program: str) -> _Channel:  # noqa: ANN001
     once in 15 uploads to a freshly started board). It is sent once more, more slowly, as
     Board.exec does for a cell.
     """
-    from mpkernel.board import garbled_in_transit
+    from mpkernel.board.board import garbled_in_transit
 
     if board.interrupt_requested:
         raise Interrupted("Interrupted before the transfer started.")

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mpkernel.board.link import READ_TICK, Link
 from mpkernel.errors import BoardTimeout, Interrupted
-from mpkernel.link import READ_TICK, Link
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 FRIENDLY_PROMPT = b">>> "

@@ -1,8 +1,8 @@
 """The micro:bit's stream upload: framed raw bytes through `microbit.uart`, go-back-N.
 
-See fs_transfer's docstring for where it fits: fs.FileSystem chooses it on firmware that has
+See transfer's docstring for where it fits: api.FileSystem chooses it on firmware that has
 `microbit.uart` and `micropython.kbd_intr` but no `sys.stdin.buffer` (modern firmware uses
-fs_fast), and falls back to fs_transfer.exec_upload where its programs do not fit in RAM.
+fast.py), and falls back to transfer.exec_upload where its programs do not fit in RAM.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from mpkernel import fs_codec as codec
-from mpkernel import fs_transfer as transfer
+from mpkernel.board.rawrepl import LinePacer
 from mpkernel.errors import BoardTimeout, LinkLost
-from mpkernel.fs_transfer import (
+from mpkernel.files import codec, transfer
+from mpkernel.files.transfer import (
     Progress,
     UploadFailed,
     UploadReport,
@@ -24,7 +24,6 @@ from mpkernel.fs_transfer import (
     _start,
     checksum_program,
 )
-from mpkernel.rawrepl import LinePacer
 
 SETTLE = 0.04  # s: the pause between the board's R and the first frame (see stream_upload)
 SILENT = 5.0  # s without a byte from the board during an upload: it stopped answering
@@ -283,7 +282,7 @@ class _FrameSender:
 
 
 def stream_upload(
-    board,  # noqa: ANN001 - mpkernel.board.Board (import cycle)
+    board,  # noqa: ANN001 - mpkernel.board.board.Board (import cycle)
     data: bytes,
     target: str,
     *,

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mpkernel.board.rawrepl import RAW_BANNER, ExecState, RawRepl
 from mpkernel.errors import MpkernelError
-from mpkernel.rawrepl import RAW_BANNER, ExecState, RawRepl
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
 
 RETRY_EVERY = 0.5  # seconds between Ctrl-C retries
 RETRIES = 3  # Ctrl-C retries before deciding the program swallows them

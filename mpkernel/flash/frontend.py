@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mpkernel import firmware as fw
 from mpkernel import platform_support as plat
-from mpkernel.caps import Capabilities
+from mpkernel.board.caps import Capabilities
 from mpkernel.display import Progress, TextProgress
 from mpkernel.errors import MpkernelError
-from mpkernel.flash import (
+from mpkernel.flash import firmware as fw
+from mpkernel.flash.writers import (
     CHIP_CHOICES,
     DEFAULT_BAUD,
     FlashError,
@@ -33,7 +33,7 @@ from mpkernel.flash import (
 )
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
 
 ERASE_QUESTION = "--erase deletes every file on the board (main.py, boot.py, your data). Erase?"
 # After a flash the board boots new firmware; a native-USB chip also re-enumerates, and a
@@ -110,7 +110,7 @@ def run_flash(args: argparse.Namespace, io: FlashIO, *, board: Board | None,
     if target.identity is None:
         # Captured while the port exists: a native-USB chip comes back under another name,
         # and reattach finds it by this identity.
-        from mpkernel.ports import identity_of
+        from mpkernel.board.ports import identity_of
 
         target.identity = identity_of(port)
 
@@ -203,7 +203,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`mpkernel flash ...`: 0 when the firmware was written, 1 with the message otherwise."""
-    from mpkernel.connect import new_board
+    from mpkernel.board.connect import new_board
 
     def write(text: str) -> None:
         sys.stdout.write(text)
@@ -214,7 +214,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return answer.strip().lower() in ("y", "yes")
 
     def default_port() -> str:
-        from mpkernel.ports import pick_port  # the kernel's own choice of board
+        from mpkernel.board.ports import pick_port  # the kernel's own choice of board
 
         return pick_port()
 

@@ -7,7 +7,7 @@ decompress it.
 
 Upload. A resident board program (`__mpk_fu`, defined once per board session through
 raw-paste, re-sent when a reset cleared it) turns Ctrl-C off with `micropython.kbd_intr(-1)`,
-opens the temporary name fs.py gave it, says `R`, and reads frames:
+opens the temporary name api.py gave it, says `R`, and reads frames:
 
     seq (1) | flags (1) | length (2, LE) | first 4 bytes of SHA-256(payload) | payload
 
@@ -32,7 +32,7 @@ SHA-256 of what it read; the host compares it with its own. Ctrl-C stays on (not
 interrupt is sent to the board meanwhile), and a damaged download is read once more.
 
 This module moves bytes only: the atomic replace (temporary name, rename over the old file)
-is fs.py's.
+is api.py's.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from mpkernel import cells
+from mpkernel.board.link import READ_TICK
+from mpkernel.board.rawrepl import ResetDuringExec, find_reset
 from mpkernel.errors import (
     BoardReset,
     BoardTimeout,
@@ -56,12 +58,10 @@ from mpkernel.errors import (
     LinkLost,
     MpkernelError,
 )
-from mpkernel.fs_transfer import UploadFailed, UploadReport
-from mpkernel.link import READ_TICK
-from mpkernel.rawrepl import ResetDuringExec, find_reset
+from mpkernel.files.transfer import UploadFailed, UploadReport
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
 
 Progress = Callable[[int, int], None]
 
@@ -381,7 +381,7 @@ def upload(
     window: int = WINDOW,
     piece: int = 8,
 ) -> UploadReport:
-    """Write `data` to `target` (a temporary name: fs.py renames it); the board checks every
+    """Write `data` to `target` (a temporary name: api.py renames it); the board checks every
     frame and hashes the file it wrote. Raises UploadFailed (the board removed its partial
     file) or DeviceError (the board's own error: a full or read-only filesystem)."""
     started = time.monotonic()
@@ -529,7 +529,7 @@ def _failure(result: str, written: int) -> MpkernelError:
         code = int(detail) if detail.isdigit() else 0
         if code == 28:
             return UploadFailed("full", cause="full", written=written)
-        # Keep the errno: fs.py explains EROFS, EISDIR... as such.
+        # Keep the errno: api.py explains EROFS, EISDIR... as such.
         names = {2: "ENOENT", 5: "EIO", 13: "EACCES", 21: "EISDIR", 30: "EROFS"}
         return DeviceError("OSError", f"[Errno {code}] {names.get(code, '')}".strip(), [])
     if cause == "inflate":

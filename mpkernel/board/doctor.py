@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any
 
 from mpkernel import platform_support as plat
-from mpkernel import ports as portlib
+from mpkernel.board import ports as portlib
 from mpkernel.errors import MpkernelError
 
 COMMON_BAUDS = (115200, 9600, 57600, 74880, 230400, 460800, 921600)

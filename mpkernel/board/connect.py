@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mpkernel.board import Board
+from mpkernel.board.board import Board
 
 Note = Callable[[str], None]
 

@@ -12,7 +12,7 @@ to a micro:bit (drive MICROBIT); the drive is found by its volume label.
 
 Both return a FlashResult whose summary states the size and SHA-256 of what was written.
 Choosing the port, releasing and reattaching the REPL is the front end's job
-(mpkernel/flashing.py, shared by `%flash` and `mpkernel flash`).
+(mpkernel/flash/frontend.py, shared by `%flash` and `mpkernel flash`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any
 
 import serial
 
-from mpkernel import firmware as fw
 from mpkernel import platform_support as plat
 from mpkernel.display import Progress, TextProgress
 from mpkernel.errors import MpkernelError
+from mpkernel.flash import firmware as fw
 
 ROM_BAUD = 115200
 DEFAULT_BAUD = 460800

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mpkernel.mqtt.client import CONNECT_WAIT, Connection, MqttError, check_topic
+from mpkernel.host.mqtt.client import CONNECT_WAIT, Connection, MqttError, check_topic
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
 
 START, END = "\x1d", "\x1e"
 CHUNK = 48  # must match _CHUNK in board_simple.py

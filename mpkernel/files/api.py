@@ -32,11 +32,12 @@ import ast
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mpkernel import fs_codec as codec
-from mpkernel import fs_fast, fs_stream
-from mpkernel import fs_transfer as transfer
+from mpkernel.board.rawrepl import ResetDuringExec
 from mpkernel.errors import BoardReset, DeviceError, Interrupted, LinkLost, MpkernelError
-from mpkernel.fs_results import (
+from mpkernel.files import codec, transfer
+from mpkernel.files import fast as fs_fast
+from mpkernel.files import stream as fs_stream
+from mpkernel.files.results import (
     BoardFull,
     DfResult,
     Entry,
@@ -50,10 +51,9 @@ from mpkernel.fs_results import (
     Unsupported,
     shown_digest,
 )
-from mpkernel.rawrepl import ResetDuringExec
 
 if TYPE_CHECKING:
-    from mpkernel.board import Board
+    from mpkernel.board.board import Board
 
 Progress = transfer.Progress
 
@@ -508,7 +508,7 @@ del __mpk_rm,__A
         """Write `data` to `remote`: verified on the board, replacing the old file only when
         the new one is complete. Raises a FileError/MpkernelError that says what happened
         and what was left on the board."""
-        from mpkernel.fs_put import Uploads  # fs_put imports from here
+        from mpkernel.files.put import Uploads  # fs_put imports from here
 
         return Uploads(self).put(data, remote, progress, scratch=scratch)
 

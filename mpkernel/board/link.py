@@ -224,7 +224,7 @@ def _refuse_if_shared(port: str, ser: serial.SerialBase) -> None:
 
 def _ports_hint(port: str) -> str:
     try:
-        from mpkernel.ports import format_ports, list_ports
+        from mpkernel.board.ports import format_ports, list_ports
 
         listing = format_ports(list_ports())
     except Exception:  # listing ports is a courtesy in an error message; never mask the error

@@ -18,8 +18,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import cells
-from mpkernel.caps import PROBE as _PROBE
-from mpkernel.caps import Capabilities
+from mpkernel.board.caps import PROBE as _PROBE
+from mpkernel.board.caps import Capabilities
+from mpkernel.board.interrupts import InterruptLadder, catch_busy_board
+from mpkernel.board.link import Link, is_url
+from mpkernel.board.rawrepl import PasteStalled, RawRepl, ResetDuringExec, find_reset
 from mpkernel.display import report_lines
 from mpkernel.errors import (
     BoardReset,
@@ -32,12 +35,9 @@ from mpkernel.errors import (
     PortError,
     ResetUnsupported,
 )
-from mpkernel.interrupts import InterruptLadder, catch_busy_board
-from mpkernel.link import Link, is_url
-from mpkernel.rawrepl import PasteStalled, RawRepl, ResetDuringExec, find_reset
 
 if TYPE_CHECKING:
-    from mpkernel.ports import PortIdentity
+    from mpkernel.board.ports import PortIdentity
     from mpkernel.sim import QemuBoard
 
 Note = Callable[[str], None]
@@ -128,7 +128,7 @@ class Board:
 
     def _identity_of(self, device: str) -> PortIdentity | None:
         try:
-            from mpkernel.ports import identity_of
+            from mpkernel.board.ports import identity_of
         except ImportError:
             return None
         return identity_of(os.path.realpath(device), lister=self.lister) or identity_of(
@@ -533,7 +533,7 @@ class Board:
 
     def _find_again(self) -> str | None:
         if self.identity is not None and self.identity.serial_number:
-            from mpkernel.ports import find_by_identity
+            from mpkernel.board.ports import find_by_identity
 
             return find_by_identity(self.identity, lister=self.lister)
         from mpkernel.platform_support import port_exists  # COM3 is no file on Windows

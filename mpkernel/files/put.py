@@ -1,9 +1,9 @@
-"""The upload path of FileSystem (fs.py): `FileSystem.put` runs through `Uploads` here.
+"""The upload path of FileSystem (api.py): `FileSystem.put` runs through `Uploads` here.
 
-It holds the room checks made before a byte is written (the checks themselves stay in fs.py:
+It holds the room checks made before a byte is written (the checks themselves stay in api.py:
 FileSystem._check_room, which a move uses too, and _kind_and_room), the upload through the
 stream, fast (modern firmware) or exec-per-chunk methods, putting the verified temporary in
-place of the old file (journalled where that is not atomic: see fs.py's docstring), and
+place of the old file (journalled where that is not atomic: see api.py's docstring), and
 turning every failure into an error that says what is on the board: the old file unchanged,
 nothing left behind, or what the next file command finishes or removes.
 """
@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mpkernel import fs_codec as codec
-from mpkernel import fs_fast, fs_stream
-from mpkernel import fs_transfer as transfer
+from mpkernel.board.rawrepl import ResetDuringExec
 from mpkernel.errors import BoardReset, DeviceError, Interrupted, LinkLost, MpkernelError
-from mpkernel.fs import _OS, _STOPPED
-from mpkernel.fs_results import FileError, FsInfo, IsADirectory, PutResult
-from mpkernel.rawrepl import ResetDuringExec
+from mpkernel.files import codec, transfer
+from mpkernel.files import fast as fs_fast
+from mpkernel.files import stream as fs_stream
+from mpkernel.files.api import _OS, _STOPPED
+from mpkernel.files.results import FileError, FsInfo, IsADirectory, PutResult
 
 if TYPE_CHECKING:
-    from mpkernel.fs import FileSystem
+    from mpkernel.files.api import FileSystem
 
 Progress = transfer.Progress
 

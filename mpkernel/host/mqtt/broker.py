@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mpkernel import platform_support
-from mpkernel.mqtt.client import MqttError
+from mpkernel.host.mqtt.client import MqttError
 
 START_WAIT = 5.0
 DEFAULTS_NOTE = ("mosquitto 2 refuses remote and anonymous clients by default; this broker "
