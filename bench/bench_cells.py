@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from harness.relay import BAUD_115200, Relay, open_board  # noqa: E402
+from harness.relay import BAUD_115200, Relay  # noqa: E402
+from harness.wire import open_board  # noqa: E402
 
 from mpkernel.board.board import Board  # noqa: E402
 from mpkernel.sim import ModernBoard  # noqa: E402

@@ -37,8 +37,8 @@ from harness.relay import (  # noqa: E402
     USB_SERIAL_LATENCY,
     Relay,
     comports_with,
-    open_board,
 )
+from harness.wire import open_board  # noqa: E402
 
 from mpkernel.board.board import Board  # noqa: E402
 from mpkernel.board.interrupts import BoardBusy  # noqa: E402

@@ -54,9 +54,9 @@ from harness.relay import (  # noqa: E402
     FTDI_LATENCY,
     USB_SERIAL_LATENCY,
     Relay,
-    open_board,
 )
 from harness.stall import Staller  # noqa: E402
+from harness.wire import open_board  # noqa: E402
 
 from mpkernel.board.board import Board  # noqa: E402
 from mpkernel.errors import MpkernelError  # noqa: E402
@@ -106,7 +106,7 @@ def target(row: Row) -> tuple[float | None, float | None]:
 
 def source_text(size: int) -> bytes:
     """Python source: mpkernel's own modules, cut to `size` bytes."""
-    text = b"".join(p.read_bytes() for p in sorted((HERE.parent / "mpkernel").glob("*.py")))
+    text = b"".join(p.read_bytes() for p in sorted((HERE.parent / "mpkernel").rglob("*.py")))
     return (text * (1 + size // len(text)))[:size]
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.relay import open_board
+from harness.wire import open_board
 
 from mpkernel import platform_support, sim
 from mpkernel.board.board import Board

@@ -15,7 +15,8 @@ import pytest
 
 from mpkernel.sim import ModernBoard, QemuBoard, Simulator, SimulatorMissing
 
-from .relay import LossyRelay, Relay, open_board
+from .relay import LossyRelay, Relay
+from .wire import open_board
 
 
 def _started(board: QemuBoard) -> Iterator[QemuBoard]:

@@ -15,7 +15,7 @@ appeared" delay paid once) and serves the host through a front end that can be u
   [Errno 32] Broken pipe") (the first write may still pass), and opening SerialException
   ("Could not open port ...: [Errno 111] Connection refused").
 
-Each direction is a `_Pipe` with an optional line rate (115200 baud = 11,520 bytes/s) and a
+Each direction is a `Pipe` with an optional line rate (115200 baud = 11,520 bytes/s) and a
 one-way latency, order kept. Every delivered chunk and event goes to a bounded traffic log.
 """
 
@@ -25,20 +25,19 @@ import collections
 import os
 import select
 import shutil
-import socket
 import tempfile
 import termios
 import threading
 import time
-import tty
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Protocol
 
-from serial.rfc2217 import PortManager
 from serial.tools.list_ports_common import ListPortInfo
+
+from .fronts import Front, PtyFront, Rfc2217Front
+from .wire import Pipe, drain, open_board, write_all
 
 TO_HOST = "to_host"
 TO_BOARD = "to_board"
@@ -81,247 +80,6 @@ class Trigger:
     seen: bytearray = field(default_factory=bytearray)  # traffic since arming (predicate)
     fired: threading.Event = field(default_factory=threading.Event)
     fired_at: float = 0.0
-
-
-class _Pipe:
-    """One direction: schedules chunks by line rate and latency, delivers them in a thread."""
-
-    SLICE_SECONDS = 0.002  # pace a throttled stream in ~2 ms slices so short windows are smooth
-
-    def __init__(self, name: str, deliver: Callable[[bytes], None]) -> None:
-        self.name = name
-        self.rate: float | None = None
-        self.latency = 0.0
-        self.piece = 0  # bytes handed over at a time on a throttled line (0: a slice's worth)
-        self._deliver = deliver
-        self._queue: collections.deque[tuple[float, float, bytes]] = collections.deque()
-        self._cond = threading.Condition()
-        self._line_free = 0.0  # when the simulated wire finishes sending what is queued
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"relay-{name}", daemon=True)
-        self._thread.start()
-
-    def put(self, data: bytes) -> None:
-        if not data:
-            return
-        with self._cond:
-            now = time.monotonic()
-            if self.rate:
-                step = self.piece or max(1, int(self.rate * self.SLICE_SECONDS))
-                start = max(now, self._line_free)
-                for i in range(0, len(data), step):
-                    piece = data[i : i + step]
-                    start += len(piece) / self.rate
-                    self._queue.append((start, start + self.latency, piece))
-                self._line_free = start
-            else:
-                self._queue.append((now, now + self.latency, data))
-            self._cond.notify()
-
-    def clear(self) -> int:
-        """Drop everything in flight (the cable was pulled); return how many bytes."""
-        with self._cond:
-            dropped = sum(len(p) for _, _, p in self._queue)
-            self._queue.clear()
-            self._line_free = 0.0
-        return dropped
-
-    def discard_untransmitted(self) -> int:
-        """Drop bytes not yet on the wire: a rate-limited real board never printed them."""
-        with self._cond:
-            now = time.monotonic()
-            keep = [item for item in self._queue if item[0] <= now]
-            dropped = sum(len(p) for _, _, p in self._queue) - sum(len(p) for _, _, p in keep)
-            self._queue = collections.deque(keep)
-            self._line_free = min(self._line_free, now)
-        return dropped
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping:
-                    if self._queue:
-                        wait = self._queue[0][1] - time.monotonic()
-                        if wait <= 0:
-                            break
-                        self._cond.wait(wait)  # a latency queue waits until the head is due
-                    else:
-                        self._cond.wait()
-                if self._stopping:
-                    return
-                now = time.monotonic()
-                late = now - self._queue[0][1]
-                if self.rate and late > self.SLICE_SECONDS:
-                    # This thread ran late (a busy host). A wire never delivers a backlog
-                    # faster than its rate: it was idle meanwhile, so what is queued moves
-                    # later by that much. (Delivering it at once burst hundreds of bytes into
-                    # the emulated micro:bit's 63-byte receive ring, a loss no real board sees.)
-                    self._queue = collections.deque(
-                        (start + late, due + late, piece) for start, due, piece in self._queue)
-                    self._line_free += late
-                # Coalesce everything already due into one write: fewer syscalls, same order.
-                parts = []
-                while self._queue and self._queue[0][1] <= now:
-                    parts.append(self._queue.popleft()[2])
-            self._deliver(b"".join(parts))
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout=5)
-
-
-class _PtyFront:
-    """A pty pair behind a symlink; the kernel opens the link, the relay holds the master."""
-
-    def __init__(self, link: Path) -> None:
-        self.master, self._slave = os.openpty()
-        # Holding the slave ourselves keeps the master from hitting EIO whenever the kernel has
-        # the port closed; raw mode stops the line discipline echoing what the board prints.
-        tty.setraw(self._slave)
-        os.set_blocking(self.master, False)
-        link.unlink(missing_ok=True)
-        link.symlink_to(os.ttyname(self._slave))
-        self.link, self.url, self.closed = link, str(link), False
-
-    def read_fds(self) -> list[int]:
-        return [self.master]
-
-    def read(self, fd: int) -> bytes:
-        try:
-            return os.read(self.master, 4096)
-        except OSError:  # BlockingIOError on a spurious wake-up; EIO would mean a hang-up
-            return b""
-
-    def write(self, data: bytes) -> bool:
-        return not self.closed and _write_all(self.master, data, lambda: self.closed)
-
-    def close(self) -> None:
-        self.closed = True
-        self.link.unlink(missing_ok=True)
-        os.close(self.master)  # the kernel's slave fd is hung up: the cable is out
-        os.close(self._slave)
-
-
-class _ModemLines:
-    """The 'serial port' PortManager drives: settings are stored, DTR/RTS changes reported."""
-
-    def __init__(self, changed: Callable[[], None]) -> None:
-        self.baudrate, self.bytesize, self.parity, self.stopbits = 115200, 8, "N", 1
-        self.xonxoff = self.rtscts = self.break_condition = False
-        self.cts = self.dsr = self.ri = self.cd = False  # a bare bridge: no inputs asserted
-        self.dtr = self.rts = False
-        self._changed = changed  # set last: the assignments above are not line changes
-
-    def __setattr__(self, name: str, value: object) -> None:
-        super().__setattr__(name, value)
-        if name in ("dtr", "rts") and "_changed" in self.__dict__:
-            self._changed()
-
-    def drop(self) -> None:
-        """Both lines released in one step, as closing a real port does (one change reported:
-        released one after the other, the moment between is RTS asserted with DTR released,
-        which is the EN-low reset pulse)."""
-        super().__setattr__("dtr", False)
-        super().__setattr__("rts", False)
-        self._changed()
-
-    def reset_input_buffer(self) -> None:
-        """A purge drops nothing here: queued output is what the board has not printed yet."""
-
-    def reset_output_buffer(self) -> None:
-        """Likewise: bytes queued towards the board are already on the wire."""
-
-
-class _Rfc2217Front:
-    """A one-client RFC 2217 server; DTR/RTS drive EN like an ESP32 dev board's bridge."""
-
-    def __init__(self, port: int, on_en: Callable[[bool, bool, bool], None]) -> None:
-        self._listener = socket.create_server(("127.0.0.1", port))  # SO_REUSEADDR on POSIX
-        self.port = self._listener.getsockname()[1]
-        self.url = f"rfc2217://127.0.0.1:{self.port}"
-        self._on_en = on_en
-        self._conn: socket.socket | None = None
-        self._manager: PortManager | None = None
-        self._lines = _ModemLines(self._lines_changed)
-        self._send_lock = threading.Lock()
-        self.closed = False
-
-    def read_fds(self) -> list[socket.socket]:
-        return [self._listener] + ([self._conn] if self._conn is not None else [])
-
-    def read(self, fd: socket.socket) -> bytes:
-        if fd is self._listener:
-            conn, _ = self._listener.accept()
-            if self._conn is not None:
-                conn.close()  # one client at a time, like a serial port opened exclusively
-                return b""
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # latency is ours
-            conn.settimeout(2.0)
-            self._conn = conn
-            self._lines = _ModemLines(self._lines_changed)
-            # PortManager answers telnet/RFC 2217 requests through .write, unescaped.
-            self._manager = PortManager(self._lines, SimpleNamespace(write=self._send))
-            return b""
-        try:
-            data = fd.recv(4096)
-        except OSError:
-            data = b""
-        if not data:
-            self._drop_client()
-            return b""
-        assert self._manager is not None
-        return b"".join(self._manager.filter(data))
-
-    def _drop_client(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-        # Closing a real port drops DTR and RTS together, which leaves EN high.
-        self._lines.drop()
-
-    def _lines_changed(self) -> None:
-        lines = self._lines
-        self._on_en(lines.rts and not lines.dtr, lines.dtr, lines.rts)
-
-    def write(self, data: bytes) -> bool:
-        """The data path: telnet-escape the board's bytes for the client."""
-        return self._send(data.replace(b"\xff", b"\xff\xff"))
-
-    def _send(self, raw: bytes) -> bool:
-        conn = self._conn
-        if conn is None:
-            return False
-        try:
-            with self._send_lock:
-                conn.sendall(raw)
-            return True
-        except OSError:
-            return False
-
-    def close(self) -> None:
-        self.closed = True
-        self._listener.close()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-
-_Front = _PtyFront | _Rfc2217Front
-
-
-def _drain(fd: int) -> int:
-    """Read away what is waiting on a non-blocking fd; return how many bytes."""
-    dropped = 0
-    while True:
-        try:
-            data = os.read(fd, 4096)
-        except (BlockingIOError, OSError):
-            return dropped
-        if not data:
-            return dropped
-        dropped += len(data)
 
 
 class Relay:
@@ -376,10 +134,10 @@ class Relay:
         self._name = name or ("ttyACM0" if front == "pty" else "0")
         self._url = ""
         self._wake_r, self._wake_w = os.pipe()
-        self.to_host = _Pipe(TO_HOST, lambda data: self._deliver(TO_HOST, data))
-        self.to_board = _Pipe(TO_BOARD, lambda data: self._deliver(TO_BOARD, data))
+        self.to_host = Pipe(TO_HOST, lambda data: self._deliver(TO_HOST, data))
+        self.to_board = Pipe(TO_BOARD, lambda data: self._deliver(TO_BOARD, data))
         self.set_throttle(rate, latency)
-        self.front: _Front | None = None
+        self.front: Front | None = None
         self.replug(name)
         self._io = threading.Thread(target=self._io_loop, name="relay-io", daemon=True)
         self._io.start()
@@ -423,11 +181,11 @@ class Relay:
             if self.front is not None:
                 raise RuntimeError(f"already plugged in at {self.front.url}")
             if self.front_kind == "pty":
-                self.front = _PtyFront(self.directory / (name or self._name))
+                self.front = PtyFront(self.directory / (name or self._name))
                 self._name = self.front.link.name
             else:
                 port = int(name or self._name)
-                self.front = _Rfc2217Front(port, on_en=self._on_en)
+                self.front = Rfc2217Front(port, on_en=self._on_en)
                 self._name = str(self.front.port)  # "0" became a real port: replug reuses it
             self._url = self.front.url
             if self._held_in_reset:
@@ -495,7 +253,7 @@ class Relay:
                 # Pause the VM, then drop what it printed before the reset and still sits in
                 # the pty: a paused board prints nothing more, so the drain ends.
                 self.board.monitor("stop")
-                self.counters["dropped"] += _drain(self._board_fd)
+                self.counters["dropped"] += drain(self._board_fd)
                 self._reboot_paused_vm()
             finally:
                 with self._lock:
@@ -638,7 +396,7 @@ class Relay:
         trigger.fired.set()
 
     def _write_board(self, data: bytes) -> bool:
-        return _write_all(self._board_fd, data, lambda: self._stopping)
+        return write_all(self._board_fd, data, lambda: self._stopping)
 
     def _reboot_paused_vm(self) -> None:
         """The reset itself, for both ways of resetting (the VM is paused and stays so)."""
@@ -780,29 +538,6 @@ class LossyRelay(Relay):
                 self.hits += 1
             data = bytes(out + data[pos:])
         super()._deliver(direction, data)
-
-
-def open_board(pty_path: str) -> int:
-    """Open the board's pty raw and non-blocking (a pty starts cooked: echo, CR/LF mangling)."""
-    fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    tty.setraw(fd)
-    return fd
-
-
-def _write_all(fd: int, data: bytes, stopping: Callable[[], bool], patience: float = 2.0) -> bool:
-    """Write everything to a non-blocking fd; give up (False) if it stays full for `patience`."""
-    view = memoryview(data)
-    while view:
-        _, writable, _ = select.select([], [fd], [], patience)
-        if not writable or stopping():
-            return False
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:
-            continue
-        except OSError:
-            return False
-    return True
 
 
 def comports_with(relays: Iterable[Relay]) -> list[ListPortInfo]:
