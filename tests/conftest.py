@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from harness.fixtures import (  # noqa: F401  (registered by their short names)
@@ -17,8 +17,19 @@ from harness.fixtures import (  # noqa: F401  (registered by their short names)
 )
 from harness.relay import LossyRelay, Relay, comports_with
 
+from mpkernel import platform_support
 from mpkernel.board.board import Board
 from mpkernel.host.mqtt.broker import Broker
+
+
+@pytest.fixture
+def on(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """`on("win32")`, `on("darwin")`, `on("linux")`: the OS as mpkernel sees it, faked at its
+    one boundary (platform_support.PLATFORM), for the tests of each platform's path."""
+    def set_platform(name: str) -> None:
+        monkeypatch.setattr(platform_support, "PLATFORM", name)
+
+    return set_platform
 
 
 @pytest.fixture
