@@ -2,8 +2,8 @@
 certificate a throwaway CA, made here, signed (the classroom broker with a private CA), and a
 plain listener next to it. The kernel never needs its board for these cells.
 
-The certificates are made with `cryptography`, which the venv has through esptool (a runtime
-dependency of mpkernel); nothing is downloaded.
+The certificates are made here with `cryptography` (the test extra names it; esptool happens
+to need it too); nothing is downloaded.
 """
 
 from __future__ import annotations
