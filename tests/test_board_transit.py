@@ -106,7 +106,7 @@ def test_an_error_after_output_is_never_resent_even_if_it_looks_like_a_compile_e
 
 
 # -- a file transfer's streaming program: the same rule as a cell ----------------------------
-# fs_transfer._start sends a program whose first action prints "R" and then streams. A full
+# files/transfer.py: _start sends a program whose first action prints "R" and then streams. A full
 # CI run had one such program (the micro:bit's stream upload, 2.5 KB) arrive garbled: the
 # upload failed with "secrets.py: SyntaxError: invalid syntax" although nothing was wrong.
 STREAMING = "import sys\nsys.stdout.write('R')\n"

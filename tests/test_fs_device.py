@@ -56,7 +56,7 @@ def test_binary_round_trips_of_several_sizes(fs: FileSystem) -> None:
 
 def test_a_file_near_the_filesystem_limit_larger_than_ram(fs: FileSystem) -> None:
     # The emulated filesystem holds ~15 KB, of which mpkernel uses ~11 KB (see
-    # fs_codec.SAFETY_CHUNKS); free RAM is ~7 KB.
+    # files/codec.py: SAFETY_CHUNKS); free RAM is ~7 KB.
     data = os.urandom(10_500)
     fs.put(data, "big.bin")
     assert fs.get("big.bin") == data

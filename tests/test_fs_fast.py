@@ -1,4 +1,4 @@
-"""fs_fast's host-side planning: what goes on the wire decodes to the file on a board that
+"""files/fast.py's host-side planning: what goes on the wire decodes to the file on a board that
 inflates with the window it is told, and the cheapest encoding is the one chosen."""
 
 from __future__ import annotations

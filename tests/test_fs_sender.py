@@ -1,4 +1,4 @@
-"""The stream upload's sender (fs_stream._FrameSender) and the plain-raw sending rate: which
+"""The stream upload's sender (files/stream.py: _FrameSender) and the plain-raw sending rate: which
 NAKs count, and how a rate halved after a loss comes back. Scripted: a fake clock and a link
 that only records; the emulated micro:bit tests of the whole upload are in test_fs_stream."""
 

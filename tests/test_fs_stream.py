@@ -126,7 +126,7 @@ def test_uploads_while_the_emulator_keeps_being_paused_are_exact(
 def test_the_loss_counters_of_bench_stream_losses_count_what_the_line_did(
         fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """bench/stream_losses.py's instrumented programs still match fs_stream's, still upload
+    """bench/stream_losses.py's instrumented programs still match files/stream.py's, still upload
     the file exactly, and count a garbled byte as a failed checksum (and a clean upload as
     nothing): the breakdown it prints is what the board saw. (A busy host can add losses of
     its own, hence "at least" for the flip, and "nothing" only for a run that resent nothing.)"""

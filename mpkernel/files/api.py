@@ -2,7 +2,7 @@
 space.
 
 `FileSystem(board)` reads once per connection what the firmware offers and picks methods
-from that (see fs_transfer for how bytes move). Every upload goes to a name nobody uses,
+from that (see transfer.py for how bytes move). Every upload goes to a name nobody uses,
 is checked against the host's digest on the board, and only then replaces the old file;
 every download is checked against a digest the board computes of its own copy.
 
@@ -190,7 +190,7 @@ class FileSystem:
             " except OSError:\n  pass\n" + forget + "del __p,__A", interruptible=False)
 
     def _place(self, temp: str, dest: str, want: str, *, rename: bool) -> str:
-        """Put the verified `temp` in place of `dest` (fs_transfer.replace_programs); the
+        """Put the verified `temp` in place of `dest` (transfer.replace_programs); the
         board's one word for how it went."""
         out = ""
         for program in transfer.replace_programs(temp, dest, want, rename=rename):
@@ -251,7 +251,7 @@ del __mpk_ls
         info = self.info()
         path = codec.check_path(remote, flat=info.flat)
         started = time.monotonic()
-        if fs_fast.usable(self.board):  # modern firmware: size and SHA-256 checked in fs_fast
+        if fs_fast.usable(self.board):  # modern firmware: size and SHA-256 checked in fast.py
             try:
                 got = fs_fast.download(self.board, path, progress=progress)
             except DeviceError as err:
@@ -378,7 +378,7 @@ del __mpk_ls
         uploading) and the copy (while copying), plus the journal; a new file or a move
         needs the file (or copy) and the journal. Measured on the emulated board: after
         deletions, a write that brought the filesystem past ~107 of its 120 chunks damaged
-        another file, hence SAFETY_CHUNKS (see fs_codec)."""
+        another file, hence SAFETY_CHUNKS (see codec.py)."""
         others = {n: s for n, s in sizes.items() if n != path}
         new = codec.chunks_for(path, size)
         journal = 1
@@ -508,7 +508,7 @@ del __mpk_rm,__A
         """Write `data` to `remote`: verified on the board, replacing the old file only when
         the new one is complete. Raises a FileError/MpkernelError that says what happened
         and what was left on the board."""
-        from mpkernel.files.put import Uploads  # fs_put imports from here
+        from mpkernel.files.put import Uploads  # put.py imports from here
 
         return Uploads(self).put(data, remote, progress, scratch=scratch)
 

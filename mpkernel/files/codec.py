@@ -1,6 +1,6 @@
 """Pure functions for file transfer: chunk encodings, frame layout, checksums, sizing, plans.
 
-Nothing here talks to a board, so all of it is unit-tested on the host. `fs_transfer` sends
+Nothing here talks to a board, so all of it is unit-tested on the host. `transfer` sends
 what these functions build; `fs` decides which method a board's capabilities allow.
 """
 

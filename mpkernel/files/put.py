@@ -183,7 +183,7 @@ class Uploads:
 
     def _upload_steps(self, data: bytes, target: str, want: str, info: FsInfo, *,
                       journal: bool, progress: Progress | None) -> transfer.UploadReport:
-        if not journal and fs_fast.usable(self.fs.board):  # modern firmware (see fs_fast)
+        if not journal and fs_fast.usable(self.fs.board):  # modern firmware (see fast.py)
             return fs_fast.upload(self.fs.board, data, target, want=want, progress=progress)
         mem = self.fs.board.caps.mem_free
         note = ""

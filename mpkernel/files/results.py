@@ -35,7 +35,7 @@ class Unsupported(FileError):
 @dataclass(frozen=True)
 class FsInfo:
     flat: bool  # no folders (the micro:bit)
-    stream: bool  # raw UART channel with Ctrl-C switchable (see fs_transfer)
+    stream: bool  # raw UART channel with Ctrl-C switchable (see transfer.py)
     digest: str  # "sha256" | "adler32"
     rename: bool
     mtime: bool

@@ -7,7 +7,7 @@ Two methods, chosen by `fs.FileSystem` from what the firmware has:
   so any byte costs one byte on the wire. The board's receive ring holds only 63 bytes and,
   when its Python falls behind (on the emulated board: whenever its host is busy), bytes
   are lost; so each frame names the file offset it belongs at and carries a sum and a
-  trailer byte (see fs_codec), the board acknowledges every good frame with its position
+  trailer byte (see codec.py), the board acknowledges every good frame with its position
   and answers a damaged or missing one with NAK, and the host sends again from the board's
   position (go-back-N, see stream._FrameSender). A window of frames in flight hides the
   USB latency. At the end the program reads the file back and prints its digest. It gives

@@ -144,7 +144,7 @@ class FakeFsBoard:
             platform="fake", version=(1, 25, 0) if modern else (1, 9, 2), mem_free=100_000,
             stat=modern, ilistdir=modern, mkdir=modern, hashlib=modern, binascii=True,
             statvfs=modern, rename=modern)
-        self.link = _Link()  # identity only: fs and fs_fast key their caches on it
+        self.link = _Link()  # identity only: files.api and files.fast key their caches on it
         self.busy_reason = ""
         self.interrupt_requested = False
         self.resets = 0
