@@ -71,7 +71,7 @@ _SCAN_EDITS = (
      " if sum(d)&65535!=b[4]|b[5]<<8 or b[6+m]!=e+m+90&255:\n"
      "  __mpk_why[3]+=1;return b[1:],2,6,None"),
 )
-_UP_EDITS = (("    L=[];g=0;q=6;t=tk();n=t;", "    __mpk_why[4]+=1;L=[];g=0;q=6;t=tk();n=t;"),)
+_UP_EDITS = (("    L=[];g=0;q=6;t=n=tk();", "    __mpk_why[4]+=1;L=[];g=0;q=6;t=n=tk();"),)
 
 
 def _edited(text: str, edits: tuple[tuple[str, str], ...]) -> str:

@@ -11,6 +11,7 @@ count of resent frames is what the line cost; Ctrl-C works afterwards.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 
 import pytest
@@ -204,3 +205,45 @@ def test_an_upload_whose_bytes_arrive_a_few_at_a_time_keeps_the_stream_method(
     result = fs.put(data, "f.bin")
     assert (result.method, result.note) == ("stream", "")
     assert board_files(lossy_board) == {"f.bin": expect(data)}
+
+
+@pytest.mark.parametrize("ended_by", ["the host's abort", "its own give-up"])
+def test_an_upload_cut_by_an_unplug_on_a_busy_host_leaves_the_board_ready(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay, sim: object,
+        ended_by: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cable is pulled mid-upload and put back 0.5 s later, while the host keeps pausing
+    QEMU (25-40 ms, 8 times a second). The board's program has Ctrl-C off and reads the
+    reconnecting host's Ctrl-C as data. Its clocks once restarted at every pause, so it never
+    reached its 2 s give-up, and the next file command said the board keeps running a
+    program that ignores Ctrl-C (the seeded soak, 400 steps, found it). Now the host sends
+    the program's abort first when the board is back, and the program gives up by itself
+    too (checked here with the abort left out). Either way the upload fails as a lost
+    connection, the board answers, its other file is intact and no part of the new
+    one is left."""
+    import threading
+
+    from mpkernel.errors import LinkLost
+
+    if ended_by == "its own give-up":
+        monkeypatch.setattr(lossy_board, "lost_link_while_running",
+                            lambda stop: lossy_board.drop_link())
+    keep = os.urandom(1500)
+    fs.put(keep, "keep.bin")
+    lossy_relay.clear_board_output()
+
+    def pull_the_cable() -> None:
+        if lossy_relay.wait_board_output(b"R", 15.0):  # the board is taking frames now
+            time.sleep(0.15)
+            lossy_relay.unplug()
+            lossy_relay.call_later(0.5, lossy_relay.replug)
+
+    puller = threading.Thread(target=pull_the_cable, daemon=True)
+    with Staller(sim.pid, rate=8.0, low=0.025, high=0.040, seed=11) as staller:  # type: ignore[attr-defined]
+        puller.start()
+        with pytest.raises(LinkLost):
+            fs.put(os.urandom(6000), "f.bin")
+        puller.join(5.0)
+        files = board_files(lossy_board)
+    assert staller.pauses > 0
+    assert files == {"keep.bin": expect(keep)}
+    assert ctrl_c_works(lossy_board)

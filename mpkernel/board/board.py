@@ -78,6 +78,9 @@ class Board:
         self.repl: RawRepl | None = None
         self.note: Note = lambda text: None  # the kernel points this at the running cell
         self.busy_reason = ""  # set while a program on the board ignores Ctrl-C
+        # What ends a program of ours that has Ctrl-C off, if the link went while it ran;
+        # sent first when the same board is found again (see lost_link_while_running).
+        self._stop_first = b""
         self._session = ""
         # Interrupts are counted, not flagged: a multi-step operation (an upload of many
         # chunks) must see an interrupt that arrived between two of its execs.
@@ -113,6 +116,7 @@ class Board:
     # -- connecting -----------------------------------------------------------------------
     def connect(self) -> str:
         """Open the port, catch whatever runs on the board, probe it; return the summary."""
+        self._stop_first = b""  # meant for the board of an earlier connection
         self.open_port()
         stopped = self._sync(first=True)
         line = self.summary()
@@ -531,6 +535,17 @@ class Board:
         self.link = None
         self.repl = None
 
+    def lost_link_while_running(self, stop: bytes) -> None:
+        """The link went while a program of ours with Ctrl-C off ran (a file transfer): drop
+        it, and once reattach finds the board send `stop` (what makes that program end) before
+        any Ctrl-C, which such a program reads as data. It also ends by itself after ~2 s
+        without a good frame, but a board that is slow to see 2 s pass (an emulator paused
+        again and again by a busy host, counting only the time it ran) outlasted the 3 s in
+        which the resync catches a busy board, and the next command said the board ignores
+        Ctrl-C (seen in the seeded soak)."""
+        self._stop_first = stop
+        self.drop_link()
+
     def _find_again(self) -> str | None:
         if self.identity is not None and self.identity.serial_number:
             from mpkernel.board.ports import find_by_identity
@@ -558,6 +573,10 @@ class Board:
                 try:
                     self.url = where
                     self._open()
+                    if self._stop_first:
+                        # Harmless at a prompt: the resync's Ctrl-C clears a half-typed line.
+                        self._repl().link.write(self._stop_first)
+                        self._stop_first = b""
                     stopped = self._sync()
                     if said_waiting:
                         note(f"The board is back on {where}.\n")
