@@ -182,7 +182,7 @@ class ParserRoomFor(PythonRunner):
         self.refused = 0
 
     def __call__(self, code: bytes) -> tuple[bytes, bytes]:
-        if code.startswith(b"__mpk_f.write(") and len(code) > self.room:
+        if code.startswith(b"__mpk_w(") and len(code) > self.room:
             self.refused += 1
             return b"", PARSER_FULL
         return super().__call__(code)
@@ -207,12 +207,12 @@ def test_a_chunk_that_ran_out_of_ram_while_running_is_not_sent_again(
     device = FakeDevice(runner=lambda code: (
         b"", b'Traceback (most recent call last):\r\n  File "<stdin>", line 1, in <module>\r\n'
              b"MemoryError: memory allocation failed\r\n")
-        if code.startswith(b"__mpk_f.write(") else runner(code))
+        if code.startswith(b"__mpk_w(") else runner(code))
     board = board_on(device)
     board.start_cell()
     with pytest.raises(DeviceError, match="MemoryError"):
         exec_upload(board, b"x" * 300, "f.bin", chunk=512, binascii=False, deflate=False)
-    assert sum(p.startswith(b"__mpk_f.write(") for p in device.programs) == 1
+    assert sum(p.startswith(b"__mpk_w(") for p in device.programs) == 1
 
 
 # -- raw-paste: bounded, and a reset or an interrupt ends the cell -----------------------------

@@ -247,3 +247,22 @@ def test_an_upload_cut_by_an_unplug_on_a_busy_host_leaves_the_board_ready(
     assert staller.pauses > 0
     assert files == {"keep.bin": expect(keep)}
     assert ctrl_c_works(lossy_board)
+
+
+def test_the_exec_fallback_sends_a_chunk_that_arrived_changed_again(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay) -> None:
+    """Where the stream program does not fit in RAM, files go one exec per chunk, in plain raw
+    mode, which has no flow control either. A letter of a chunk's literal that arrives as
+    another character leaves a program that still compiles; it was written, and only the
+    read-back at the end caught it, failing the whole upload. Each chunk now carries its sum
+    and the board refuses one that does not add up: the chunk goes again, once."""
+    from mpkernel.files.transfer import exec_upload
+
+    data = bytes(range(97, 123)) * 40  # letters: a changed one is still a valid literal
+    lossy_relay.after_board_says = b"OK"  # the set-up exec has arrived
+    lossy_relay.fault = ("flip", 60)  # inside the first chunk's literal
+    lossy_board.start_cell()
+    report = exec_upload(lossy_board, data, "f.bin", chunk=512, binascii=False, deflate=False)
+    assert lossy_relay.hit
+    assert board_files(lossy_board) == {"f.bin": expect(data)}
+    assert report.resends == 1

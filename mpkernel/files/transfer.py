@@ -381,9 +381,16 @@ def exec_upload(
     deflate: bool,
     progress: Progress | None = None,
 ) -> UploadReport:
-    """Write `target` with one exec per chunk; the caller verifies and cleans up."""
+    """Write `target` with one exec per chunk; the caller verifies and cleans up.
+
+    Each chunk goes with its sum, and the board writes it only if its bytes add up: plain raw
+    mode has no flow control, and a byte lost or changed inside a literal can leave a program
+    that still compiles (a flipped letter in b'...'); written, it spoiled the whole upload,
+    which only the caller's read-back caught. Refused, the same chunk goes again."""
     started = time.monotonic()
-    setup = f"__mpk_f=open({target!r},'wb')\n"
+    setup = (f"__mpk_f=open({target!r},'wb')\n"
+             "def __mpk_w(b,s):\n if sum(b)&65535!=s:raise ValueError('garbled')\n"
+             " __mpk_f.write(b)\n")
     if binascii:
         setup += ("try:\n from binascii import a2b_base64 as __b64\nexcept ImportError:\n"
                   " from ubinascii import a2b_base64 as __b64\n")
@@ -393,20 +400,22 @@ def exec_upload(
     board.exec(setup)
     wire = 0
     start = 0
-    garbled = 0
+    garbled = resends = 0
     try:
         while start < len(data):
             piece = data[start : start + chunk]
             enc = codec.encode_chunk(piece, binascii=binascii, deflate=deflate)
             try:
-                board.exec(f"__mpk_f.write({enc.expr})")
+                board.exec(f"__mpk_w({enc.expr},{codec.sum16(piece)})")
             except DeviceError as err:
-                if not cells.failed_to_compile(err.traceback):
+                refused = err.ename == "ValueError" and "garbled" in err.evalue
+                if not refused and not cells.failed_to_compile(err.traceback):
                     raise
-                if err.ename == "SyntaxError" and garbled < 2:
-                    # Plain raw mode has no flow control: a byte lost on the way gives a
-                    # SyntaxError before anything ran, so sending the chunk again is safe.
+                if (refused or err.ename == "SyntaxError") and garbled < 3:
+                    # Arrived changed: the sum refused it, or the parser did (a byte lost on
+                    # the way); either way nothing was written, so it goes again.
                     garbled += 1
+                    resends += 1
                     continue
                 if err.ename == "MemoryError" and chunk > _SMALLEST_EXEC_CHUNK:
                     # The parser found no room for this chunk's program in a fragmented
@@ -421,8 +430,8 @@ def exec_upload(
             if progress is not None:
                 progress(start, len(data))
     finally:
-        board.exec("__mpk_f.close()\ndel __mpk_f", interruptible=False)
-    return UploadReport(len(data), wire, time.monotonic() - started, 0, "", "exec")
+        board.exec("__mpk_f.close()\ndel __mpk_f,__mpk_w", interruptible=False)
+    return UploadReport(len(data), wire, time.monotonic() - started, resends, "", "exec")
 
 
 def exec_download(
