@@ -1,7 +1,7 @@
 """Pure functions for file transfer: chunk encodings, frame layout, checksums, sizing, plans.
 
 Nothing here talks to a board, so all of it is unit-tested on the host. `transfer` sends
-what these functions build; `fs` decides which method a board's capabilities allow.
+what these functions build; `api` decides which method a board's capabilities allow.
 """
 
 from __future__ import annotations

@@ -44,8 +44,7 @@ SILENT = 5.0  # s without a byte from the board during an upload: it stopped ans
 # made the board NAK frames that were only late; the freeze test in test_fs_stream shows it)
 # and the 2 s give-up clock skips the pause. (Restarted too, it never reached 2 s on a board
 # paused every second or so, which then never gave up on a host that had gone: unplugged
-# mid-upload, with Ctrl-C off, as the seeded soak saw. The silence clock only skipping the
-# pause made late frames count as cut again: the emulated clock can catch up in steps.)
+# mid-upload, with Ctrl-C off, as the seeded soak saw.)
 # a copy of a frame it already has is skipped without a word (the host resends exact copies,
 # see _FrameSender). At the end it reads the file back and prints its digest; a copy that does
 # not match, or any failure, makes it remove the file itself. Then, success or not, it drains
