@@ -45,7 +45,7 @@ SILENT = 5.0  # s without a byte from the board during an upload: it stopped ans
 # and the 2 s give-up clock skips the pause. (Restarted too, it never reached 2 s on a board
 # paused every second or so, which then never gave up on a host that had gone: unplugged
 # mid-upload, with Ctrl-C off, as the seeded soak saw.)
-# a copy of a frame it already has is skipped without a word (the host resends exact copies,
+# A copy of a frame it already has is skipped without a word (the host resends exact copies,
 # see _FrameSender). At the end it reads the file back and prints its digest; a copy that does
 # not match, or any failure, makes it remove the file itself. Then, success or not, it drains
 # what the host still had in flight (copies of a go-back can follow the end frame) before
