@@ -66,8 +66,13 @@ def test_help_lists_the_commands() -> None:
 
 @pytest.mark.device
 def test_sim_prints_a_port_that_answers_and_stops_on_ctrl_c() -> None:
+    # Started as from a terminal, where Ctrl-C reaches the foreground command. A test run
+    # started in the background by a non-interactive shell has SIGINT ignored, and a child
+    # inherits that: Python then leaves SIGINT ignored and no Ctrl-C can stop it (seen when
+    # .ci/run was launched with `(cmd &)`; `mpkernel sim` in a terminal is not affected).
     proc = subprocess.Popen(
         [sys.executable, "-m", "mpkernel", "sim"], stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None
