@@ -405,8 +405,10 @@ def exec_upload(
         while start < len(data):
             piece = data[start : start + chunk]
             enc = codec.encode_chunk(piece, binascii=binascii, deflate=deflate)
+            program = f"__mpk_w({enc.expr},{codec.sum16(piece)})"
+            wire += len(program) + 1  # and its Ctrl-D; a chunk sent again counts again
             try:
-                board.exec(f"__mpk_w({enc.expr},{codec.sum16(piece)})")
+                board.exec(program)
             except DeviceError as err:
                 refused = err.ename == "ValueError" and "garbled" in err.evalue
                 if not refused and not cells.failed_to_compile(err.traceback):
@@ -426,7 +428,6 @@ def exec_upload(
                 raise
             garbled = 0
             start += len(piece)
-            wire += len(enc.expr) + 16
             if progress is not None:
                 progress(start, len(data))
     finally:
