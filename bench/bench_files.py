@@ -19,7 +19,11 @@ temporary, the copy and the journal must fit at once).
 
 - new: the file is absent; replace: a file of the same name exists; download. The modern
   board keeps its transfer program between uploads (a session sends it once): 1st/reset is
-  an upload right after a soft reset, which sends it first.
+  an upload right after a soft reset, which sends it first. The micro:bit keeps its stream
+  helpers only from one file command to the next (any other program, a cell, frees their
+  ~2.8 KB of RAM first), and every micro:bit run starts from a soft reset: its new, 1st/reset
+  and fragmented rows send them, as the first file command after a cell does; next is the
+  upload right after another one and a %rm (a %sync, several %put in a row), which does not.
 - fragmented: an upload after the heap was filled with small live objects and every other
   one freed (as a long session leaves it): micro:bit ~3 KB + holes, modern ~8 KB + holes.
 - mpremote: its `fs cp` (mpremote.commands.do_filesystem_cp with -f semantics, the
@@ -170,6 +174,7 @@ def run_ours(name: str, board: Board, relay: Relay, size: int, repeat: int,
         relay.set_throttle(rate=None if latency is None else WIRE, latency=latency or 0.0)
         for kind in ("text", "binary"):
             new = Row(name, "new", kind, size, latency)
+            nxt = Row(name, "next", kind, size, latency)
             rep = Row(name, "replace", kind, replace_size, latency)
             down = Row(name, "download", kind, size, latency)
             for _ in range(repeat):
@@ -177,6 +182,11 @@ def run_ours(name: str, board: Board, relay: Relay, size: int, repeat: int,
                 wipe(board)
                 if attempt(new, lambda d=data: fs.put(d, "bench.bin")) is None:
                     continue
+                if name == "microbit":
+                    fs.rm("bench.bin")
+                    data = source_text(size)[::-1] if kind == "text" else os.urandom(size)
+                    if attempt(nxt, lambda d=data: fs.put(d, "bench.bin")) is None:
+                        continue
                 got = attempt(down, lambda: fs.fetch("bench.bin"))
                 if got is not None and got.data != data:  # type: ignore[attr-defined]
                     raise SystemExit("a download came back different: the transfer is broken")
@@ -188,7 +198,7 @@ def run_ours(name: str, board: Board, relay: Relay, size: int, repeat: int,
                         rep.failures.append(f"(putting the file to replace) {err}"[:100])
                         continue
                 attempt(rep, lambda p=data[::-1][:replace_size]: fs.put(p, "bench.bin"))
-            rows += [new, rep, down]
+            rows += [new, nxt, rep, down] if nxt.seconds or nxt.failures else [new, rep, down]
         if latency == USB_SERIAL_LATENCY:
             # Right after a soft reset (%reset): the modern board's transfer program is sent
             # again before the file (a session sends it once).

@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from mpkernel import cells
@@ -81,6 +81,11 @@ class Board:
         # What ends a program of ours that has Ctrl-C off, if the link went while it ran;
         # sent first when the same board is found again (see lost_link_while_running).
         self._stop_first = b""
+        # Helper functions a file command left defined on the board for the next one (the
+        # micro:bit's stream upload: sending them is a fifth of a 10 KB upload's time). They
+        # hold RAM, so any program not run with keep_resident frees them first: a cell never
+        # runs with less RAM than it had before.
+        self.resident: tuple[str, ...] = ()
         self._session = ""
         # Interrupts are counted, not flagged: a multi-step operation (an upload of many
         # chunks) must see an interrupt that arrived between two of its execs.
@@ -154,6 +159,7 @@ class Board:
         if first or not self.caps.version:
             self._probe()
         if not self.session_survived:
+            self.resident = ()  # a reset cleared them, or they are an earlier session's
             self._session = secrets.token_hex(4)
             self._run_quiet(f"__mpk_session='{self._session}'")
         return stopped
@@ -245,6 +251,7 @@ class Board:
         *,
         interruptible: bool = True,
         on_idle: Callable[[], None] | None = None,
+        keep_resident: bool = False,
     ) -> str:
         """Run code, streaming its stdout; return all of it.
 
@@ -253,12 +260,15 @@ class Board:
         under way: none of it ran), or InterruptFailed when a program ignored every interrupt.
         `interruptible=False` is for clean-up steps that must run even after the user
         interrupted the cell. `on_idle` is called at every read tick (at least every READ_TICK
-        seconds) while the program runs.
+        seconds) while the program runs. `keep_resident` is for a file command's short steps
+        between two uploads: they leave the helpers in `resident` defined.
         """
         data = code.encode()
         if interruptible and self.interrupt_requested:
             raise Interrupted("Interrupted before the next step was sent to the board.")
         self.ensure_ready()
+        if self.resident and not keep_resident:
+            self.free_resident()
         if not self.caps.raw_paste and len(data) > self.caps.max_plain_cell():
             raise CellRefused(
                 f"This cell is {len(data)} bytes; this firmware has no raw-paste mode, so the "
@@ -374,6 +384,12 @@ class Board:
             # started (no OK), so it is safe to report the reset and send the cell again.
             self._report_reset(reset)
             self._repl().send_code(data, ACK_TIMEOUT, should_stop)
+
+    def free_resident(self) -> None:
+        """Remove the helpers listed in `resident` from the board, giving their RAM back."""
+        names, self.resident = self.resident, ()
+        self._run_quiet(f"for __p in {names!r}:\n globals().pop(__p,None)\ndel __p\n"
+                        "__import__('gc').collect()")
 
     def interrupt(self) -> None:
         """Ask the running exec to stop. Safe from a signal handler or another thread."""
@@ -612,6 +628,10 @@ class Board:
             note(f"Reconnected on {where}: {self.caps.firmware}.\n")
 
     def close(self) -> None:
+        if self.resident and self.link is not None and not self.running:
+            # Another tool, or this kernel restarted, gets the board's RAM whole.
+            with suppress(MpkernelError):
+                self.free_resident()
         self.drop_link()
         if self.simulator is not None:
             self.simulator.stop()

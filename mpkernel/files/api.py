@@ -108,6 +108,7 @@ class FileSystem:
         if self._info is None or self._checked_link is not board.link:
             # An operation cut short without a reset can leave its helpers (and an open file)
             # in the board's globals; on a 16 KB board they are the RAM the next program needs.
+            board.resident = ()  # _FORGET removes them
             board.exec(_FORGET, interruptible=False)
             kbd, uart = self._ask(_FS_PROBE, parse=lambda out: ast.literal_eval(out.strip()))
             if kbd and uart:
@@ -123,21 +124,25 @@ class FileSystem:
         return self._info
 
     def _ask(self, code: str, timeout: float | None = None,
-             parse: Callable[[str], Any] = str) -> Any:
+             parse: Callable[[str], Any] = str, *, keep_resident: bool = False) -> Any:
         """Run a program that only reads (probe, listing, checksums) and parse its output.
 
         One that arrived with bytes missing can still compile, then fail with a NameError or
         print something of another shape (plain raw mode has no flow control, and a loaded
         host loses bytes into the board's 63-byte ring; both were seen in the fault soak).
         Reading again is harmless, so it is sent once more."""
+        def run() -> Any:
+            return parse(self.board.exec(code, timeout=timeout, interruptible=False,
+                                         keep_resident=keep_resident))
+
         try:
-            return parse(self.board.exec(code, timeout=timeout, interruptible=False))
+            return run()
         except DeviceError as err:
             if err.ename not in ("NameError", "SyntaxError", "IndentationError", "TypeError"):
                 raise
         except (ValueError, SyntaxError, TypeError):
             pass
-        return parse(self.board.exec(code, timeout=timeout, interruptible=False))
+        return run()
 
     def note_recovery(self, text: str) -> None:
         if text:
@@ -183,11 +188,15 @@ class FileSystem:
         return " ".join(said)
 
     def _remove_quiet(self, paths: list[str], helpers: bool = False) -> None:
+        """Remove `paths` where they exist; with `helpers`, the upload helpers too."""
         forget = (f"for __p in {transfer.HELPERS!r}:\n globals().pop(__p,None)\n"
                   if helpers else "")
+        if helpers:
+            self.board.resident = ()  # this program removes them
         self.board.exec(
             _OS + transfer.guarded(paths) + "for __p in __A:\n try:\n  os.remove(__p)\n"
-            " except OSError:\n  pass\n" + forget + "del __p,__A", interruptible=False)
+            " except OSError:\n  pass\n" + forget + "del __p,__A", interruptible=False,
+            keep_resident=True)
 
     def _place(self, temp: str, dest: str, want: str, *, rename: bool) -> str:
         """Put the verified `temp` in place of `dest` (transfer.replace_programs); the
@@ -205,11 +214,11 @@ class FileSystem:
         info = self.info()
         if info.flat:
             name = codec.check_path(path, flat=True)
-            out = self.board.exec(_OS + f"print({name!r} in os.listdir())")
+            out = self.board.exec(_OS + f"print({name!r} in os.listdir())", keep_resident=True)
             return "file" if out.strip() == "True" else None
         out = self.board.exec(
             _OS + f"try:\n print(os.stat({path!r})[0]&0x4000 and 'dir' or 'file')\n"
-            "except OSError:\n print(None)")
+            "except OSError:\n print(None)", keep_resident=True)
         value = out.strip()
         return None if value == "None" else value
 
@@ -362,7 +371,8 @@ del __mpk_ls
             return dict(found)
 
         return self._ask(_OS + "import gc\ngc.collect()\n"
-                         "print([(n,os.size(n)) for n in os.listdir()])", parse=sizes)
+                         "print([(n,os.size(n)) for n in os.listdir()])", parse=sizes,
+                         keep_resident=True)
 
     def _used_chunks(self, sizes: dict[str, int] | None = None) -> int:
         self.info()
@@ -431,7 +441,7 @@ del __mpk_rm,__A
         try:
             # Not interruptible once sent: a removal takes milliseconds, and an interrupt in
             # the middle would leave the user guessing which files went.
-            return self.board.exec(program, interruptible=False).split()
+            return self.board.exec(program, interruptible=False, keep_resident=True).split()
         except DeviceError as err:
             if err.ename != "KeyboardInterrupt":
                 raise self._explain(err, path) from None

@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass
 
 from mpkernel.board.rawrepl import LinePacer
-from mpkernel.errors import BoardTimeout, LinkLost
+from mpkernel.errors import BoardTimeout, DeviceError, LinkLost
 from mpkernel.files import codec, transfer
 from mpkernel.files.transfer import (
+    HELPERS,
     Progress,
     UploadFailed,
     UploadReport,
-    _call,
     _Channel,
     _start,
     checksum_program,
@@ -301,19 +301,29 @@ def stream_upload(
     UploadFailed says why. Returns the board's digest on success.
     """
     started = time.monotonic()
-    # Three execs, each under ~800 bytes: compiling one program of 2 KB needs more contiguous
-    # RAM than a micro:bit has free after a few cells (MemoryError while compiling). The
-    # checksum function rides with the first, so no exec of its own is needed to verify.
-    kind = "adler32" if want.startswith("adler32:") else "sha256"
-    board.exec("__import__('gc').collect()\n" + checksum_program(kind) + _STREAM_SCAN)
-    board.exec(_STREAM_HELP)
     state = journal.split("\n")[0] if journal else ""
     # The end mark tells the board that nothing more is on its way (see _STREAM_HELP): a
     # random word per upload, so no file's bytes still in flight can end the drain early.
     end_mark = secrets.token_hex(4)
     params = "\n".join((target, state, want, end_mark))  # check_path keeps control chars out
-    chan = _start(board, _call(_STREAM_UP, f"__mpk_up({frame_size},{params!r})",
-                               "__mpk_up,__mpk_op,__mpk_fr,__mpk_end,__mpk_sc,__mpk_ad,__mpk_ps"))
+    # The helpers stay defined after the upload, for the next file command (Board.resident).
+    # A call to resident helpers names each of them before anything runs: a NameError then
+    # means the board lost them (a reset that went by unseen) and none of the upload ran, so
+    # it is safe to define them and call again.
+    call = f"__mpk_up({frame_size},{params!r})\n"
+    board.ensure_ready()  # a reset it finds clears Board.resident
+    warm = board.resident == HELPERS
+    try:
+        if warm:
+            chan = _start(board, f"[{','.join(HELPERS[1:])}]\n" + call)
+        else:
+            chan = _start(board, _define(board, want) + call)
+    except DeviceError as err:
+        if not warm or err.ename != "NameError" or "__mpk_" not in err.evalue:
+            raise
+        board.free_resident()  # the rest of them: their RAM is what the definitions need
+        chan = _start(board, _define(board, want) + call)
+    board.resident = HELPERS
     sender = _FrameSender(LinePacer(board.link), data, frame_size, window)
     # Measured on the emulated micro:bit: bytes that reach the board in its first ~30 ms of
     # listening arrive in bursts its 63-byte receive ring cannot hold (even with the file
@@ -371,6 +381,18 @@ def stream_upload(
             f"{want}); it was removed.", "Run the command again.", cause="verify")
     return UploadReport(len(data), sender.wire, time.monotonic() - started, sender.resends,
                         digest, "stream", frames=sender.count)
+
+
+def _define(board, want: str) -> str:  # noqa: ANN001 - Board (import cycle)
+    """Define the stream helpers but __mpk_up on the board; return the program defining it
+    (it goes with the upload's call)."""
+    # Three execs, each under ~800 bytes: compiling one program of 2 KB needs more contiguous
+    # RAM than a micro:bit has free after a few cells (MemoryError while compiling). The
+    # checksum function rides with the first, so no exec of its own is needed to verify.
+    kind = "adler32" if want.startswith("adler32:") else "sha256"
+    board.exec("__import__('gc').collect()\n" + checksum_program(kind) + _STREAM_SCAN)
+    board.exec(_STREAM_HELP)
+    return _STREAM_UP
 
 
 def _low16(two: bytes) -> int:

@@ -13,7 +13,9 @@ Two methods, chosen by `fs.FileSystem` from what the firmware has:
   USB latency. At the end the program reads the file back and prints its digest. It gives
   up by itself after 3 s of silence, or 2 s without a good frame (a host that vanished
   mid-upload and came back sends Ctrl-C bursts, not frames), so the board is never left
-  deaf to Ctrl-C. Where its programs do not fit the board's RAM, fs falls back to the exec
+  deaf to Ctrl-C. Its helper functions stay on the board from one file command to the next
+  (their text is a fifth of a 10 KB upload's time), and any other program frees their RAM
+  first (Board.resident). Where they do not fit the board's RAM, fs falls back to the exec
   method.
 - exec: one `f.write(<expression>)` per chunk through the raw REPL (raw-paste where it
   exists), each chunk encoded as repr, base64 or deflate, whichever is shortest.
@@ -42,7 +44,8 @@ from mpkernel.errors import (
 from mpkernel.files import codec
 
 Progress = Callable[[int, int], None]
-# Globals the upload programs define; removed after a failure left them behind.
+# Globals the stream upload defines: kept for the next upload (Board.resident), removed after a
+# failure or by any other program.
 HELPERS = ("__mpk_up", "__mpk_op", "__mpk_fr", "__mpk_end", "__mpk_sc", "__mpk_ad", "__mpk_ps")
 
 # -- board-side programs (MicroPython 1.9 syntax: no f-strings, no str.encode) -----------------

@@ -146,6 +146,7 @@ class FakeFsBoard:
             statvfs=modern, rename=modern)
         self.link = _Link()  # identity only: files.api and files.fast key their caches on it
         self.busy_reason = ""
+        self.resident: tuple[str, ...] = ()  # FileSystem clears it; no stream upload here
         self.interrupt_requested = False
         self.resets = 0
         self.stay_off = False  # after a power loss, answer nothing until power_on()
@@ -174,7 +175,8 @@ class FakeFsBoard:
         return builtins.__import__(name, *args, **kwargs)
 
     def exec(self, code: str, on_output: object = None, timeout: float | None = None, *,
-             interruptible: bool = True, on_idle: object = None) -> str:
+             interruptible: bool = True, on_idle: object = None,
+             keep_resident: bool = False) -> str:
         if self.off:
             raise LinkLost("The board is not connected (power is off).")
         out = io.StringIO()
