@@ -1,7 +1,7 @@
 """File transfer speed on both emulated boards, and mpremote's `fs cp` on the modern one.
 
 Run: `python bench/bench_files.py [--repeat 10] [--boards microbit,qemu] [--no-mpremote]
-[--latencies 4,16,none] [--busy N] [--stall RATE]`
+[--latencies 4,16,none] [--busy N] [--stall RATE] [--wire-waits]`
 (needs qemu-system-arm, the micro:bit firmware and the modern board built; mpremote from the
 test extra for its rows). Each board runs behind the test harness's relay, throttled to
 115200 baud (11,520 bytes/s each way) with a one-way latency of 4 ms (a CP210x/CH340
@@ -60,6 +60,7 @@ from harness.relay import (  # noqa: E402
     Relay,
 )
 from harness.stall import Staller  # noqa: E402
+from harness.waiting_wire import start_waiting_wire, wait_until_answering  # noqa: E402
 from harness.wire import open_board  # noqa: E402
 
 from mpkernel.board.board import Board  # noqa: E402
@@ -120,14 +121,6 @@ def start(sim: QemuBoard) -> tuple[Relay, int]:
     relay = Relay(sim, board_fd=fd)
     wait_until_answering(sim, relay)
     return relay, fd
-
-
-def wait_until_answering(sim: QemuBoard, relay: Relay) -> None:
-    deadline = time.monotonic() + 15
-    # QEMU passes input only ~1 s after its pty was first opened: ask until it answers.
-    while not relay.sync_board(timeout=1.5):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{sim.label} did not answer")
 
 
 def wipe(board: Board) -> None:
@@ -320,6 +313,10 @@ def main() -> None:
     parser.add_argument("--stall", type=float, default=0.0,
                         help="pause the emulator this many times a second, 6-30 ms each "
                              "(tests/harness/stall.py: a busy host, reproducibly)")
+    parser.add_argument("--wire-waits", action="store_true",
+                        help="the micro:bit behind a wire that waits while QEMU is not reading, "
+                             "as a real line does for a real board (tests/harness/"
+                             "waiting_wire.py; Linux)")
     args = parser.parse_args()
     if not args.no_mpremote:
         try:
@@ -332,7 +329,8 @@ def main() -> None:
     with busy_processes(args.busy):
         print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
               f"{args.busy} busy process{'es' * (args.busy != 1)} started for the run; "
-              + (f"emulator paused {args.stall}/s for 6-30 ms" if args.stall else "no pauses"))
+              + (f"emulator paused {args.stall}/s for 6-30 ms" if args.stall else "no pauses")
+              + ("; the micro:bit behind a wire that waits for it" if args.wire_waits else ""))
         rows = measure(args, latencies)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     report(rows, args.repeat)
@@ -352,8 +350,11 @@ def busy_processes(count: int) -> Iterator[None]:
 def measure(args: argparse.Namespace, latencies: tuple[float | None, ...]) -> list[Row]:
     rows: list[Row] = []
     for name in args.boards.split(","):
-        sim: QemuBoard = Simulator() if name == "microbit" else ModernBoard(fresh=True)
-        relay, fd = start(sim)
+        if args.wire_waits and name == "microbit":
+            sim, relay, fd = start_waiting_wire()
+        else:
+            sim = Simulator() if name == "microbit" else ModernBoard(fresh=True)
+            relay, fd = start(sim)
         staller = Staller(sim.pid or 0, args.stall, seed=7)
         try:
             board = Board(relay.url)
