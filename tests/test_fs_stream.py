@@ -330,3 +330,21 @@ def test_closing_the_connection_frees_the_helpers(fs: FileSystem, lossy_board: B
     lossy_board.connect()
     # Asked without freeing anything first: what the board holds as the new connection finds it.
     assert lossy_board.exec(FREE_RAM_CELL, keep_resident=True).split()[1] == "False"
+
+
+def test_a_reset_between_an_upload_and_a_cell_is_reported_and_the_cell_runs_once(
+        fs: FileSystem, lossy_board: Board, lossy_relay: LossyRelay) -> None:
+    """The next cell first frees the helpers the upload left; the board was reset meanwhile
+    (its button). That step is sent as any program is, so the reset is caught and said, and
+    the cell itself runs, once."""
+    fs.put(b"x" * 500, "a.bin")
+    assert lossy_board.resident
+    notes: list[str] = []
+    lossy_board.note = notes.append
+    lossy_relay.clear_board_output()
+    lossy_relay.reset_board()
+    assert lossy_relay.wait_board_output(b">>> ", 10.0)
+    out = lossy_board.exec("print('ran')")
+    assert out.split() == ["ran"]
+    assert "reset since the last cell" in "".join(notes)
+    assert not lossy_board.resident

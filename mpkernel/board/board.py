@@ -388,8 +388,10 @@ class Board:
     def free_resident(self) -> None:
         """Remove the helpers listed in `resident` from the board, giving their RAM back."""
         names, self.resident = self.resident, ()
-        self._run_quiet(f"for __p in {names!r}:\n globals().pop(__p,None)\ndel __p\n"
-                        "__import__('gc').collect()")
+        # As any program is sent (a reset since the last one is caught and reported), so the
+        # program that follows, a cell, runs as it would have without them.
+        self.exec(f"for __p in {names!r}:\n globals().pop(__p,None)\ndel __p\n"
+                  "__import__('gc').collect()", timeout=5.0, interruptible=False)
 
     def interrupt(self) -> None:
         """Ask the running exec to stop. Safe from a signal handler or another thread."""
