@@ -23,7 +23,9 @@ temporary, the copy and the journal must fit at once).
   helpers only from one file command to the next (any other program, a cell, frees their
   ~2.8 KB of RAM first), and every micro:bit run starts from a soft reset: its new, 1st/reset
   and fragmented rows send them, as the first file command after a cell does; next is the
-  upload right after another one and a %rm (a %sync, several %put in a row), which does not.
+  upload right after another one and a %rm (new files one after another, as %sync or several
+  %put send them), which does not. A replace frees them once its copy is in place, and its
+  row's upload follows the untimed upload of the file it replaces.
 - fragmented: an upload after the heap was filled with small live objects and every other
   one freed (as a long session leaves it): micro:bit ~3 KB + holes, modern ~8 KB + holes.
 - mpremote: its `fs cp` (mpremote.commands.do_filesystem_cp with -f semantics, the
