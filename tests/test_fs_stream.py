@@ -348,3 +348,19 @@ def test_a_reset_between_an_upload_and_a_cell_is_reported_and_the_cell_runs_once
     assert out.split() == ["ran"]
     assert "reset since the last cell" in "".join(notes)
     assert not lossy_board.resident
+
+
+def test_a_download_after_an_upload_frees_the_helpers_first(
+        fs: FileSystem, lossy_board: Board) -> None:
+    """The download's program streams as the upload's does, sent by transfer._start rather
+    than Board.exec; it too compiles with the helpers' RAM given back (%get asks the size
+    first, which frees them anyway; the download step must not rely on that)."""
+    from mpkernel.files.transfer import stream_download
+
+    data = os.urandom(3000)
+    fs.put(data, "a.bin")
+    assert lossy_board.resident
+    lossy_board.start_cell()
+    assert stream_download(lossy_board, "a.bin", size=len(data)) == data
+    assert not lossy_board.resident
+    assert lossy_board.exec(FREE_RAM_CELL, keep_resident=True).split()[1] == "False"

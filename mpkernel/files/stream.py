@@ -315,7 +315,7 @@ def stream_upload(
     warm = board.resident == HELPERS
     try:
         if warm:
-            chan = _start(board, f"[{','.join(HELPERS[1:])}]\n" + call)
+            chan = _start(board, f"[{','.join(HELPERS[1:])}]\n" + call, keep_resident=True)
         else:
             chan = _start(board, _define(board, want) + call)
     except DeviceError as err:

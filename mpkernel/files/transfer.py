@@ -274,8 +274,10 @@ class _Channel:
         return out.decode(errors="replace")
 
 
-def _start(board, program: str) -> _Channel:  # noqa: ANN001
-    """Send a program that will stream; wait for its ready byte.
+def _start(board, program: str, *, keep_resident: bool = False) -> _Channel:  # noqa: ANN001
+    """Send a program that will stream; wait for its ready byte. Unless `keep_resident` (the
+    stream upload's own call), the helpers in Board.resident are freed first, as Board.exec
+    does for any program.
 
     Its first action is to print that byte, so a program that ends without printing it,
     with the board's compile error of a program the host parses, never ran: bytes were lost
@@ -288,6 +290,8 @@ def _start(board, program: str) -> _Channel:  # noqa: ANN001
     if board.interrupt_requested:
         raise Interrupted("Interrupted before the transfer started.")
     board.ensure_ready()
+    if board.resident and not keep_resident:
+        board.free_resident()
     chan = _Channel(board)
     data = program.encode()
     try:
