@@ -384,8 +384,8 @@ def stream_upload(
 
 
 def _define(board, want: str) -> str:  # noqa: ANN001 - Board (import cycle)
-    """Define the stream helpers but __mpk_up on the board; return the program defining it
-    (it goes with the upload's call)."""
+    """Define every stream helper except __mpk_up on the board; return the program that
+    defines __mpk_up (it goes with the upload's call, in one exec)."""
     # Three execs, each under ~800 bytes: compiling one program of 2 KB needs more contiguous
     # RAM than a micro:bit has free after a few cells (MemoryError while compiling). The
     # checksum function rides with the first, so no exec of its own is needed to verify.
