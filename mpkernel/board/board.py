@@ -388,10 +388,14 @@ class Board:
     def free_resident(self) -> None:
         """Remove the helpers listed in `resident` from the board, giving their RAM back."""
         names, self.resident = self.resident, ()
+        self.forget(names)
+
+    def forget(self, names: tuple[str, ...]) -> None:
+        """Remove these globals from the board where they exist, and collect the garbage."""
         # As any program is sent (a reset since the last one is caught and reported), so the
         # program that follows, a cell, runs as it would have without them.
-        self.exec(f"for __p in {names!r}:\n globals().pop(__p,None)\ndel __p\n"
-                  "__import__('gc').collect()", timeout=5.0, interruptible=False)
+        self.exec(forget_program(names) + "del __p\n__import__('gc').collect()", timeout=5.0,
+                  interruptible=False)
 
     def interrupt(self) -> None:
         """Ask the running exec to stop. Safe from a signal handler or another thread."""
@@ -638,6 +642,11 @@ class Board:
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
+
+
+def forget_program(names: tuple[str, ...]) -> str:
+    """Board code removing these globals where they exist (it leaves `__p` defined)."""
+    return f"for __p in {names!r}:\n globals().pop(__p,None)\n"
 
 
 def _boot_text(reset: ResetDuringExec) -> str:

@@ -32,6 +32,7 @@ import ast
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mpkernel.board.board import forget_program
 from mpkernel.board.rawrepl import ResetDuringExec
 from mpkernel.errors import BoardReset, DeviceError, Interrupted, LinkLost, MpkernelError
 from mpkernel.files import codec, transfer
@@ -74,8 +75,6 @@ del __mpk_fp
 """
 
 _OS = "try:\n import os\nexcept ImportError:\n import uos as os\n"
-_FORGET = (f"for __p in {transfer.HELPERS + ('__mpk_f', '__b64', '__inf')!r}:\n"
-           " globals().pop(__p,None)\n__import__('gc').collect()\ndel __p")
 
 # Where journals and strays are looked for and a checksum is computed over many files.
 _RECOVER_SCAN = _OS + """def __mpk_rs():
@@ -108,8 +107,8 @@ class FileSystem:
         if self._info is None or self._checked_link is not board.link:
             # An operation cut short without a reset can leave its helpers (and an open file)
             # in the board's globals; on a 16 KB board they are the RAM the next program needs.
-            board.resident = ()  # _FORGET removes them
-            board.exec(_FORGET, interruptible=False)
+            board.resident = ()  # removed here, with the exec method's globals
+            board.forget(transfer.HELPERS + ("__mpk_f", "__b64", "__inf"))
             kbd, uart = self._ask(_FS_PROBE, parse=lambda out: ast.literal_eval(out.strip()))
             if kbd and uart:
                 board.exec(fs_stream.INTERN, interruptible=False)
@@ -189,8 +188,7 @@ class FileSystem:
 
     def _remove_quiet(self, paths: list[str], helpers: bool = False) -> None:
         """Remove `paths` where they exist; with `helpers`, the upload helpers too."""
-        forget = (f"for __p in {transfer.HELPERS!r}:\n globals().pop(__p,None)\n"
-                  if helpers else "")
+        forget = forget_program(transfer.HELPERS) if helpers else ""
         if helpers:
             self.board.resident = ()  # this program removes them
         self.board.exec(

@@ -21,6 +21,7 @@ import traceback
 from types import SimpleNamespace
 
 from mpkernel import cells
+from mpkernel.board.board import forget_program
 from mpkernel.board.caps import Capabilities
 from mpkernel.errors import BoardReset, DeviceError, LinkLost
 
@@ -162,6 +163,9 @@ class FakeFsBoard:
 
     def ensure_ready(self) -> None:
         pass
+
+    def forget(self, names: tuple[str, ...]) -> None:
+        self.exec(forget_program(names) + "del __p\n")
 
     def _import(self, name: str, *args: object, **kwargs: object) -> object:
         if name in ("os", "uos"):
